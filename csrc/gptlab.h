@@ -1,0 +1,187 @@
+/* gptlab's C core: the API the Python bindings (module.c) use.
+ *
+ * Conventions (see ../shared/STYLE.md):
+ * - every exported symbol starts with gl_; one file per concern;
+ * - arrays are row-major float32 (int32 for token ids), shapes are given in each comment;
+ * - outputs first, inputs const, sizes last; backward functions ACCUMULATE (+=) into their
+ *   gradient outputs, so several heads and losses can add into the same buffers;
+ * - nothing here allocates inside a training step, touches Python, or keeps global mutable
+ *   state beyond the thread count; the caller owns the memory; OpenMP inside.
+ */
+#ifndef GPTLAB_H
+#define GPTLAB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define GL_EXPORT __attribute__((visibility("default")))
+#else
+#define GL_EXPORT
+#endif
+
+/* ==== threads (model.c) ================================================================ */
+
+/* Number of OpenMP threads the kernels use (1 when built without OpenMP). */
+void gl_set_num_threads(int n);
+int gl_get_num_threads(void);
+
+/* ==== gemm.c: matrix multiplication ===================================================== */
+
+/* C = alpha * op(A) @ op(B) + beta * C, row-major.
+ * op(A) is (M, K): A is (M, K) with row stride lda, or (K, M) when transA (A^T is used).
+ * op(B) is (K, N): B is (K, N) with row stride ldb, or (N, K) when transB.
+ * C is (M, N) with row stride ldc. beta = 0 overwrites C (C may hold garbage, even NaN).
+ * The three products of training: x@W (0,0), dy@W^T (0,1), x^T@dy (1,0). */
+void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc);
+
+/* The instruction set gl_sgemm runs with: "avx512", "avx2", or "portable". */
+const char *gl_gemm_isa(void);
+/* Force a path ("avx512", "avx2", "portable", or "auto"); returns 0, or -1 if the CPU or the
+ * build lacks it (then nothing changes). Used by tests to check every path. */
+int gl_gemm_set_isa(const char *name);
+
+/* ==== layers.c: forward/backward pairs of the GPT-2 layers ============================== */
+
+/* out[b,t,:] = wte[idx[b,t],:] + wpe[t,:].  idx: (B,T) int32; wte: (V,C); wpe: (maxT,C);
+ * out: (B,T,C). Token ids must already be validated (0 <= id < V). */
+void gl_embedding_forward(float *out, const int32_t *idx, const float *wte, const float *wpe,
+                          int B, int T, int C);
+/* dwte[idx[b,t],:] += dout[b,t,:]; dwpe[t,:] += sum_b dout[b,t,:]. dout: (B,T,C). */
+void gl_embedding_backward(float *dwte, float *dwpe, const float *dout, const int32_t *idx,
+                           int B, int T, int C);
+
+/* LayerNorm over the last axis: out = (x - mean) / sqrt(var + 1e-5) * w + b.
+ * x, out: (N, C); w, b: (C); mean, rstd: (N), saved for the backward pass. */
+void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
+                          const float *b, int N, int C);
+/* Gradients of gl_layernorm_forward. dx: (N,C), dw, db: (C), all accumulate. */
+void gl_layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
+                           const float *w, const float *mean, const float *rstd, int N, int C);
+
+/* Affine map (Conv1D layout, input first): out = x @ w + b.
+ * x: (N, C); w: (C, OC); b: (OC) or NULL; out: (N, OC). */
+void gl_matmul_forward(float *out, const float *x, const float *w, const float *b, int N, int C,
+                       int OC);
+/* dx += dout @ w^T; dw += x^T @ dout; db += sum_n dout (db may be NULL; dx may be NULL). */
+void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
+                        const float *w, int N, int C, int OC);
+
+/* Causal multi-head self-attention.
+ * qkv: (B, T, 3C), each row [q | k | v], head h in columns h*hs .. (h+1)*hs-1, hs = C/NH.
+ * out: (B, T, C) = softmax(q k^T / sqrt(hs) + causal mask) v, heads side by side.
+ * lse: (B, NH, T), the log-sum-exp of each softmax row, saved so the backward pass can
+ * rebuild the probabilities without storing the (B, NH, T, T) matrix. */
+void gl_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH);
+/* Gradients of gl_attention_forward: dqkv (B,T,3C) accumulates. */
+void gl_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
+                           const float *lse, int B, int T, int C, int NH);
+
+/* GELU, tanh approximation: out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). (N) each. */
+void gl_gelu_forward(float *out, const float *x, size_t N);
+/* dx += gelu'(x) * dout. */
+void gl_gelu_backward(float *dx, const float *x, const float *dout, size_t N);
+
+/* out = a + b, (N) each. */
+void gl_residual_forward(float *out, const float *a, const float *b, size_t N);
+/* da += dout; db += dout. */
+void gl_residual_backward(float *da, float *db, const float *dout, size_t N);
+
+/* Scalar head for reward and value models: out[n] = x[n,:] . w + b.
+ * x: (N, C); w: (C); b: (1); out: (N). */
+void gl_scalar_head_forward(float *out, const float *x, const float *w, const float *b, int N,
+                            int C);
+/* dx[n,:] += dout[n] w; dw += sum_n dout[n] x[n,:]; db += sum_n dout[n]. dx may be NULL. */
+void gl_scalar_head_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
+                             const float *w, int N, int C);
+
+/* ==== losses.c: every loss of the four stages ========================================== */
+/* (declared by losses.c's section below) */
+
+/* ==== optim.c: AdamW, gradient clipping, schedule ======================================= */
+/* (declared by optim.c's section below) */
+
+/* ==== model.c: the GPT-2 model ========================================================== */
+
+typedef struct {
+    int vocab_size, block_size, n_layer, n_head, n_embd;
+} gl_config;
+
+/* One named tensor of the parameter arena, named as Hugging Face GPT2Model.state_dict(). */
+typedef struct {
+    char name[48];
+    size_t offset; /* in floats from the start of the arena */
+    size_t size;   /* number of floats */
+    int ndim;
+    int shape[2];
+} gl_tensor_info;
+
+typedef struct gl_model gl_model;
+
+/* Checks a config: returns NULL if valid, else a static message saying what is wrong. */
+const char *gl_config_check(const gl_config *cfg);
+/* A model with zeroed parameters and gradients; NULL when out of memory or cfg invalid. */
+gl_model *gl_model_new(const gl_config *cfg);
+void gl_model_free(gl_model *m);
+/* GPT-2 initialisation: N(0, 0.02) weights, c_proj weights N(0, 0.02/sqrt(2L)), zero biases,
+ * LayerNorm weights 1. Deterministic for a seed. */
+void gl_model_init_weights(gl_model *m, uint64_t seed);
+
+const gl_config *gl_model_config(const gl_model *m);
+size_t gl_model_num_params(const gl_model *m);
+float *gl_model_params(gl_model *m);
+float *gl_model_grads(gl_model *m);
+int gl_model_num_tensors(const gl_model *m);
+const gl_tensor_info *gl_model_tensor(const gl_model *m, int i);
+
+/* Makes room for activations of batch (B, T); 0 on success, -1 when out of memory.
+ * Grows only: a step of a size already seen never allocates. */
+int gl_model_reserve(gl_model *m, int B, int T);
+
+/* Forward pass over idx (B,T) (validated ids, T <= block_size, reserve() done).
+ * Always computes the final hidden states (after ln_f) into gl_model_hidden: (B,T,C);
+ * with_logits != 0 also computes logits into gl_model_logits: (B,T,V).
+ * Activations are kept for gl_model_backward. */
+void gl_model_forward(gl_model *m, const int32_t *idx, int B, int T, int with_logits);
+const float *gl_model_hidden(const gl_model *m);
+const float *gl_model_logits(const gl_model *m);
+
+/* After gl_model_forward(..., with_logits=1): mean cross-entropy over the positions where
+ * mask != 0 (mask: (B,T) float 0/1 or NULL for all), targets: (B,T) int32 in [0, V).
+ * Stores d(loss)/d(logits) in place of the logits for gl_model_backward_loss. Returns NaN
+ * if the mask selects no position. */
+float gl_model_loss(gl_model *m, const int32_t *targets, const float *mask);
+/* Backward of the last gl_model_loss, accumulating into the gradient arena. */
+void gl_model_backward_loss(gl_model *m);
+/* Backward of the last forward from upstream gradients: dlogits (B,T,V) and/or dhidden
+ * (B,T,C) (either may be NULL). Accumulates into the gradient arena. */
+void gl_model_backward(gl_model *m, const float *dlogits, const float *dhidden);
+
+/* ==== generation (model.c): KV cache and sampling ====================================== */
+
+typedef struct {
+    float temperature; /* 0 = greedy */
+    int top_k;         /* 0 = off */
+    float top_p;       /* 1 = off */
+    const int32_t *stop;
+    int n_stop;
+    uint64_t seed;
+} gl_sampling;
+
+/* Autoregressive generation with a KV cache.
+ * tokens: (B, Tmax) int32, row b holds its prompt in tokens[b, 0:prompt_len[b]]; the new tokens
+ * are written after it, max_new per row, and rows that emit a stop token are padded with it.
+ * logprobs: (B, max_new) or NULL, log-probability of each new token under the sampling
+ * distribution's logits (scaled by 1/temperature when temperature > 0).
+ * Requires prompt_len[b] >= 1 and prompt_len[b] + max_new <= min(Tmax, block_size).
+ * interrupt: called every token with ctx; a non-zero return stops generation early (returns
+ * the number of tokens produced). Returns max_new when complete, -1 when out of memory. */
+int gl_model_generate(gl_model *m, int32_t *tokens, float *logprobs, const int *prompt_len,
+                      int B, int Tmax, int max_new, const gl_sampling *s,
+                      int (*interrupt)(void *), void *ctx);
+
+/* ==== bpe.c: byte-level BPE tokenizer =================================================== */
+/* (declared by bpe.c's section below) */
+
+#endif /* GPTLAB_H */
