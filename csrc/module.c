@@ -2,7 +2,7 @@
  *
  * This file only parses arguments, validates them (dtype, rank, shape, contiguity, ranges),
  * releases the GIL and calls the gl_ functions; the math lives in the other csrc/ files.
- * Arrays are taken as they are, never silently copied: the Python layer (gptlab/*.py) converts
+ * Arrays are taken as they are, never silently copied: the Python layer (gptlab/ modules) converts
  * user input to C-contiguous float32/int32 first, and this layer refuses anything else with a
  * TypeError/ValueError that says what was expected. */
 #define PY_SSIZE_T_CLEAN
@@ -158,6 +158,409 @@ static PyObject *py_gemm_set_isa(PyObject *self, PyObject *args) {
 
 /* ==== model ============================================================================= */
 
+/* _core.Model: owns one gl_model. Its parameter and gradient arenas are handed to Python as
+ * NumPy views that keep the Model alive. `busy` is set while a call runs without the GIL, so
+ * a second thread using the same model gets an error instead of a data race. */
+typedef struct {
+    PyObject_HEAD gl_model *m;
+    int B, T;      /* shape of the last forward still held in the activations (0: none) */
+    int loss_ready; /* the last forward computed a loss: backward_loss() may run */
+    int busy;
+} ModelObject;
+
+static int model_enter(ModelObject *self) {
+    if (!self->m) {
+        PyErr_SetString(PyExc_ValueError, "Model: not initialised");
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Model: already in use by another thread");
+        return -1;
+    }
+    self->busy = 1;
+    return 0;
+}
+
+static void Model_dealloc(ModelObject *self) {
+    gl_model_free(self->m);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Model_init(ModelObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"vocab_size", "block_size", "n_layer", "n_head", "n_embd", NULL};
+    gl_config c;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiii", kwlist, &c.vocab_size, &c.block_size,
+                                     &c.n_layer, &c.n_head, &c.n_embd))
+        return -1;
+    const char *err = gl_config_check(&c);
+    if (err) {
+        PyErr_Format(PyExc_ValueError, "GPTConfig: %s", err);
+        return -1;
+    }
+    if (self->m) {
+        PyErr_SetString(PyExc_RuntimeError, "Model: already initialised");
+        return -1;
+    }
+    gl_model *m;
+    Py_BEGIN_ALLOW_THREADS;
+    m = gl_model_new(&c);
+    Py_END_ALLOW_THREADS;
+    if (!m) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->m = m;
+    return 0;
+}
+
+/* A 1-D float32 view of n floats at p whose base object is the model. */
+static PyObject *arena_view(ModelObject *self, float *p, size_t n) {
+    npy_intp dims[1] = {(npy_intp)n};
+    PyObject *a = PyArray_SimpleNewFromData(1, dims, NPY_FLOAT32, p);
+    if (!a) return NULL;
+    Py_INCREF(self);
+    if (PyArray_SetBaseObject((PyArrayObject *)a, (PyObject *)self) < 0) {
+        Py_DECREF(a);
+        return NULL;
+    }
+    return a;
+}
+
+static PyObject *Model_params(ModelObject *self, PyObject *noargs) {
+    if (!self->m) return PyErr_Format(PyExc_ValueError, "Model: not initialised");
+    return arena_view(self, gl_model_params(self->m), gl_model_num_params(self->m));
+}
+
+static PyObject *Model_grads(ModelObject *self, PyObject *noargs) {
+    if (!self->m) return PyErr_Format(PyExc_ValueError, "Model: not initialised");
+    return arena_view(self, gl_model_grads(self->m), gl_model_num_params(self->m));
+}
+
+/* tensors() -> list of (name, offset, shape): the layout of the arenas. */
+static PyObject *Model_tensors(ModelObject *self, PyObject *noargs) {
+    if (!self->m) return PyErr_Format(PyExc_ValueError, "Model: not initialised");
+    int n = gl_model_num_tensors(self->m);
+    PyObject *list = PyList_New(n);
+    if (!list) return NULL;
+    for (int i = 0; i < n; i++) {
+        const gl_tensor_info *t = gl_model_tensor(self->m, i);
+        PyObject *shape = t->ndim == 2 ? Py_BuildValue("(ii)", t->shape[0], t->shape[1])
+                                       : Py_BuildValue("(i)", t->shape[0]);
+        PyObject *item = shape ? Py_BuildValue("(snN)", t->name, (Py_ssize_t)t->offset, shape)
+                               : NULL;
+        if (!item) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+static PyObject *Model_init_weights(ModelObject *self, PyObject *args) {
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "K", &seed)) return NULL;
+    if (model_enter(self)) return NULL;
+    Py_BEGIN_ALLOW_THREADS;
+    gl_model_init_weights(self->m, (uint64_t)seed);
+    Py_END_ALLOW_THREADS;
+    self->busy = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Model_zero_grad(ModelObject *self, PyObject *noargs) {
+    if (model_enter(self)) return NULL;
+    float *g = gl_model_grads(self->m);
+    size_t n = gl_model_num_params(self->m);
+    Py_BEGIN_ALLOW_THREADS;
+    memset(g, 0, n * sizeof(float));
+    Py_END_ALLOW_THREADS;
+    self->busy = 0;
+    Py_RETURN_NONE;
+}
+
+/* Validates idx (B,T) int32 against the config and makes room for it. */
+static PyArrayObject *check_idx(ModelObject *self, PyObject *o, const char *name) {
+    const gl_config *c = gl_model_config(self->m);
+    PyArrayObject *a = arr_check(o, name, NPY_INT32, 2, 0);
+    if (!a) return NULL;
+    npy_intp B = PyArray_DIM(a, 0), T = PyArray_DIM(a, 1);
+    if (B < 1 || T < 1) {
+        PyErr_Format(PyExc_ValueError, "%s: expected a non-empty (B, T) array, got (%zd, %zd)",
+                     name, (Py_ssize_t)B, (Py_ssize_t)T);
+        return NULL;
+    }
+    if (T > c->block_size) {
+        PyErr_Format(PyExc_ValueError, "%s: sequence length T=%zd exceeds block_size=%d", name,
+                     (Py_ssize_t)T, c->block_size);
+        return NULL;
+    }
+    if ((double)B * (double)T > 1e8) {
+        PyErr_Format(PyExc_ValueError, "%s: batch of %zd x %zd tokens is too large", name,
+                     (Py_ssize_t)B, (Py_ssize_t)T);
+        return NULL;
+    }
+    if (ids_check(a, name, c->vocab_size)) return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS;
+    rc = gl_model_reserve(self->m, (int)B, (int)T);
+    Py_END_ALLOW_THREADS;
+    if (rc) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    return a;
+}
+
+/* forward(idx, with_logits=True) -> new array: logits (B,T,V) or final hidden states (B,T,C). */
+static PyObject *Model_forward(ModelObject *self, PyObject *args) {
+    PyObject *oidx;
+    int with_logits = 1;
+    if (!PyArg_ParseTuple(args, "O|p", &oidx, &with_logits)) return NULL;
+    if (model_enter(self)) return NULL;
+    PyArrayObject *idx = check_idx(self, oidx, "idx");
+    if (!idx) {
+        self->busy = 0;
+        return NULL;
+    }
+    const gl_config *c = gl_model_config(self->m);
+    int B = (int)PyArray_DIM(idx, 0), T = (int)PyArray_DIM(idx, 1);
+    npy_intp dims[3] = {B, T, with_logits ? c->vocab_size : c->n_embd};
+    PyObject *out = PyArray_SimpleNew(3, dims, NPY_FLOAT32);
+    if (!out) {
+        self->busy = 0;
+        return NULL;
+    }
+    const int32_t *ids = PyArray_DATA(idx);
+    float *dst = PyArray_DATA((PyArrayObject *)out);
+    size_t n = (size_t)B * T * dims[2];
+    Py_BEGIN_ALLOW_THREADS;
+    gl_model_forward(self->m, ids, B, T, with_logits);
+    memcpy(dst, with_logits ? gl_model_logits(self->m) : gl_model_hidden(self->m),
+           n * sizeof(float));
+    Py_END_ALLOW_THREADS;
+    self->B = B, self->T = T, self->loss_ready = 0, self->busy = 0;
+    return out;
+}
+
+/* loss(idx, targets, mask=None) -> mean cross-entropy over the positions where mask != 0. */
+static PyObject *Model_loss(ModelObject *self, PyObject *args) {
+    PyObject *oidx, *otgt, *omask = Py_None;
+    if (!PyArg_ParseTuple(args, "OO|O", &oidx, &otgt, &omask)) return NULL;
+    if (model_enter(self)) return NULL;
+    PyArrayObject *idx = check_idx(self, oidx, "idx"), *tgt = NULL, *mask = NULL;
+    const gl_config *c = gl_model_config(self->m);
+    if (!idx) goto fail;
+    if (!(tgt = arr_check(otgt, "targets", NPY_INT32, 2, 0))) goto fail;
+    if (dim_check(tgt, "targets", 0, PyArray_DIM(idx, 0)) ||
+        dim_check(tgt, "targets", 1, PyArray_DIM(idx, 1)) ||
+        ids_check(tgt, "targets", c->vocab_size))
+        goto fail;
+    if (omask != Py_None) {
+        if (!(mask = arr_check(omask, "mask", NPY_FLOAT32, 2, 0))) goto fail;
+        if (dim_check(mask, "mask", 0, PyArray_DIM(idx, 0)) ||
+            dim_check(mask, "mask", 1, PyArray_DIM(idx, 1)) || finite_check(mask, "mask"))
+            goto fail;
+        const float *mk = PyArray_DATA(mask);
+        npy_intp n = PyArray_SIZE(mask), any = 0;
+        for (npy_intp i = 0; i < n; i++) any |= mk[i] != 0.0f;
+        if (!any) {
+            PyErr_SetString(PyExc_ValueError, "mask: selects no position (the loss is a mean "
+                                              "over the masked positions)");
+            goto fail;
+        }
+    }
+    int B = (int)PyArray_DIM(idx, 0), T = (int)PyArray_DIM(idx, 1);
+    const int32_t *ids = PyArray_DATA(idx), *tg = PyArray_DATA(tgt);
+    const float *mk = mask ? PyArray_DATA(mask) : NULL;
+    float loss;
+    Py_BEGIN_ALLOW_THREADS;
+    gl_model_forward(self->m, ids, B, T, 1);
+    loss = gl_model_loss(self->m, tg, mk);
+    Py_END_ALLOW_THREADS;
+    self->B = B, self->T = T, self->loss_ready = 1, self->busy = 0;
+    return PyFloat_FromDouble(loss);
+fail:
+    self->busy = 0;
+    return NULL;
+}
+
+/* backward(dlogits=None, dhidden=None): back-propagate upstream gradients of the last forward;
+ * with neither, the gradient of the last loss(). Accumulates into the gradient arena. */
+static PyObject *Model_backward(ModelObject *self, PyObject *args) {
+    PyObject *odl = Py_None, *odh = Py_None;
+    if (!PyArg_ParseTuple(args, "|OO", &odl, &odh)) return NULL;
+    if (model_enter(self)) return NULL;
+    const gl_config *c = gl_model_config(self->m);
+    PyArrayObject *dl = NULL, *dh = NULL;
+    if (self->B == 0) {
+        PyErr_SetString(PyExc_ValueError, "backward: no forward pass to go back through (call "
+                                          "forward or the loss first)");
+        goto fail;
+    }
+    if (odl != Py_None) {
+        if (!(dl = arr_check(odl, "dlogits", NPY_FLOAT32, 3, 0))) goto fail;
+        if (dim_check(dl, "dlogits", 0, self->B) || dim_check(dl, "dlogits", 1, self->T) ||
+            dim_check(dl, "dlogits", 2, c->vocab_size) || finite_check(dl, "dlogits"))
+            goto fail;
+    }
+    if (odh != Py_None) {
+        if (!(dh = arr_check(odh, "dhidden", NPY_FLOAT32, 3, 0))) goto fail;
+        if (dim_check(dh, "dhidden", 0, self->B) || dim_check(dh, "dhidden", 1, self->T) ||
+            dim_check(dh, "dhidden", 2, c->n_embd) || finite_check(dh, "dhidden"))
+            goto fail;
+    }
+    if (!dl && !dh && !self->loss_ready) {
+        PyErr_SetString(PyExc_ValueError, "backward: without dlogits/dhidden it needs a loss "
+                                          "forward first (model.forward(idx, targets))");
+        goto fail;
+    }
+    const float *pdl = dl ? PyArray_DATA(dl) : NULL, *pdh = dh ? PyArray_DATA(dh) : NULL;
+    int use_loss = !dl && !dh;
+    Py_BEGIN_ALLOW_THREADS;
+    if (use_loss) gl_model_backward_loss(self->m);
+    else gl_model_backward(self->m, pdl, pdh);
+    Py_END_ALLOW_THREADS;
+    self->busy = 0;
+    Py_RETURN_NONE;
+fail:
+    self->busy = 0;
+    return NULL;
+}
+
+/* Called by gl_model_generate between tokens, without the GIL: lets Ctrl-C stop it. */
+static int generate_interrupt(void *ctx) {
+    (void)ctx;
+    PyGILState_STATE st = PyGILState_Ensure();
+    int stop = PyErr_CheckSignals() != 0;
+    PyGILState_Release(st);
+    return stop;
+}
+
+/* generate(tokens, prompt_len, max_new, temperature, top_k, top_p, stop, seed, want_logprobs)
+ * -> logprobs (B, max_new) or None. tokens (B, Tmax) int32 is filled in place. */
+static PyObject *Model_generate(ModelObject *self, PyObject *args) {
+    PyObject *otok, *olen, *ostop;
+    int max_new, top_k, want_lp;
+    float temperature, top_p;
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "OOiffiOKp", &otok, &olen, &max_new, &temperature, &top_p,
+                          &top_k, &ostop, &seed, &want_lp))
+        return NULL;
+    if (model_enter(self)) return NULL;
+    const gl_config *c = gl_model_config(self->m);
+    PyArrayObject *tok, *len, *stop;
+    PyObject *lp = NULL;
+    if (!(tok = arr_check(otok, "tokens", NPY_INT32, 2, 1))) goto fail;
+    if (!(len = arr_check(olen, "prompt_len", NPY_INT32, 1, 0))) goto fail;
+    if (!(stop = arr_check(ostop, "stop", NPY_INT32, 1, 0))) goto fail;
+    npy_intp B = PyArray_DIM(tok, 0), Tmax = PyArray_DIM(tok, 1);
+    if (B < 1 || dim_check(len, "prompt_len", 0, B) || ids_check(stop, "stop", c->vocab_size))
+        goto fail;
+    if (max_new < 1) {
+        PyErr_Format(PyExc_ValueError, "max_new_tokens: expected >= 1, got %d", max_new);
+        goto fail;
+    }
+    if (!(temperature >= 0.0f) || !isfinite(temperature) || !(top_p > 0.0f && top_p <= 1.0f) ||
+        top_k < 0) {
+        PyErr_SetString(PyExc_ValueError, "sampling: expected temperature >= 0, 0 < top_p <= 1, "
+                                          "top_k >= 0");
+        goto fail;
+    }
+    const int32_t *pl = PyArray_DATA(len);
+    for (npy_intp b = 0; b < B; b++) {
+        if (pl[b] < 1 || (npy_intp)pl[b] + max_new > Tmax || pl[b] + max_new > c->block_size) {
+            PyErr_Format(PyExc_ValueError, "generate: row %zd has prompt length %d; need 1 <= "
+                         "prompt + max_new_tokens (%d) <= block_size (%d)", (Py_ssize_t)b,
+                         (int)pl[b], max_new, c->block_size);
+            goto fail;
+        }
+        const int32_t *row = (const int32_t *)PyArray_DATA(tok) + b * Tmax;
+        for (int t = 0; t < pl[b]; t++)
+            if (row[t] < 0 || row[t] >= c->vocab_size) {
+                PyErr_Format(PyExc_ValueError, "idx: token id %d at (%zd, %d) is out of range "
+                             "[0, %d)", (int)row[t], (Py_ssize_t)b, t, c->vocab_size);
+                goto fail;
+            }
+    }
+    if (want_lp) {
+        npy_intp d[2] = {B, max_new};
+        if (!(lp = PyArray_ZEROS(2, d, NPY_FLOAT32, 0))) goto fail;
+    }
+    int *plen = PyMem_Malloc((size_t)B * sizeof(int));
+    if (!plen) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (npy_intp b = 0; b < B; b++) plen[b] = pl[b];
+    gl_sampling s = {temperature, top_k, top_p, PyArray_DATA(stop), (int)PyArray_SIZE(stop),
+                     (uint64_t)seed};
+    int32_t *ptok = PyArray_DATA(tok);
+    float *plp = lp ? PyArray_DATA((PyArrayObject *)lp) : NULL;
+    int produced;
+    Py_BEGIN_ALLOW_THREADS;
+    produced = gl_model_generate(self->m, ptok, plp, plen, (int)B, (int)Tmax, max_new, &s,
+                                 generate_interrupt, NULL);
+    Py_END_ALLOW_THREADS;
+    PyMem_Free(plen);
+    self->B = self->T = 0, self->loss_ready = 0, self->busy = 0;
+    if (PyErr_Occurred()) { /* interrupted (KeyboardInterrupt) */
+        Py_XDECREF(lp);
+        return NULL;
+    }
+    if (produced < 0) {
+        Py_XDECREF(lp);
+        return PyErr_NoMemory();
+    }
+    if (!lp) Py_RETURN_NONE;
+    return lp;
+fail:
+    Py_XDECREF(lp);
+    self->busy = 0;
+    return NULL;
+}
+
+static PyObject *Model_get_config(ModelObject *self, void *closure) {
+    if (!self->m) Py_RETURN_NONE;
+    const gl_config *c = gl_model_config(self->m);
+    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i}", "vocab_size", c->vocab_size, "block_size",
+                         c->block_size, "n_layer", c->n_layer, "n_head", c->n_head, "n_embd",
+                         c->n_embd);
+}
+
+static PyMethodDef Model_methods[] = {
+    {"params", (PyCFunction)Model_params, METH_NOARGS, "1-D float32 view of the parameters."},
+    {"grads", (PyCFunction)Model_grads, METH_NOARGS, "1-D float32 view of the gradients."},
+    {"tensors", (PyCFunction)Model_tensors, METH_NOARGS, "[(name, offset, shape)] of the arena."},
+    {"init_weights", (PyCFunction)Model_init_weights, METH_VARARGS, "GPT-2 init for a seed."},
+    {"zero_grad", (PyCFunction)Model_zero_grad, METH_NOARGS, "Set every gradient to 0."},
+    {"forward", (PyCFunction)Model_forward, METH_VARARGS,
+     "forward(idx, with_logits=True) -> logits (B,T,V) or hidden states (B,T,C)."},
+    {"loss", (PyCFunction)Model_loss, METH_VARARGS,
+     "loss(idx, targets, mask=None) -> mean cross-entropy over masked positions."},
+    {"backward", (PyCFunction)Model_backward, METH_VARARGS,
+     "backward(dlogits=None, dhidden=None): accumulate gradients of the last forward."},
+    {"generate", (PyCFunction)Model_generate, METH_VARARGS,
+     "generate(tokens, prompt_len, max_new, temperature, top_p, top_k, stop, seed, "
+     "want_logprobs) -> logprobs or None; fills tokens in place."},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef Model_getset[] = {
+    {"config", (getter)Model_get_config, NULL, "the config as a dict", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyTypeObject ModelType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "gptlab._core.Model",
+    .tp_doc = "A GPT-2 model held by the C core.",
+    .tp_basicsize = sizeof(ModelObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Model_init,
+    .tp_dealloc = (destructor)Model_dealloc,
+    .tp_methods = Model_methods,
+    .tp_getset = Model_getset,
+};
+
 /* ==== losses ============================================================================ */
 
 /* ==== optim ============================================================================= */
@@ -193,6 +596,10 @@ PyMODINIT_FUNC PyInit__core(void) {
     PyObject *m = PyModule_Create(&core_module);
     if (!m) return NULL;
     /* -- types -- */
+    if (PyType_Ready(&ModelType) < 0 || PyModule_AddObjectRef(m, "Model", (PyObject *)&ModelType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
 
     return m;
 }
