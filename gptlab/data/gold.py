@@ -25,7 +25,7 @@ unknown (not parsed)    0: only the form is judged
 ======================  =====================================================================
 
 Penalties (subtracted): gibberish (share of non-words, up to 0.6), repetition (repeated word
-trigrams, up to 0.5), rambling (beyond ``max_words`` words, up to 0.5), and 0.3 for a
+4-grams and words, up to 0.5), rambling (beyond ``max_words`` words, up to 0.5), and 0.3 for a
 response that never produced the end marker (``ended=False``). An empty response scores -1.
 Good answer (1) > wrong answer (-0.6) > gibberish (-1).
 """
@@ -247,9 +247,9 @@ class GoldLabeler:
         oov = sum(1 for x in lower if x not in self._lexicon and not x.isdigit()) / len(lower)
         out["gibberish"] = min(0.6, 1.2 * oov)
         rep = 0.0
-        if len(lower) >= 6:
-            tri = list(zip(lower, lower[1:], lower[2:]))
-            rep = 1.0 - len(set(tri)) / len(tri)
+        if len(lower) >= 8:  # repeated word 4-grams ("a spider has 8 legs. a spider has ...")
+            grams = list(zip(lower, lower[1:], lower[2:], lower[3:]))
+            rep = 1.0 - len(set(grams)) / len(grams)
         if len(lower) >= 3:
             runs = sum(1 for a, b in zip(lower, lower[1:]) if a == b) / (len(lower) - 1)
             rep = max(rep, runs)
