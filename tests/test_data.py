@@ -1,6 +1,7 @@
 """Tests of gptlab.data: the TinyWorld generator, the gold labeler and the loaders."""
 
 import json
+import random
 import re
 
 import pytest
@@ -129,8 +130,9 @@ def test_sft_heldout_questions_never_asked_in_sft_train(world):
 
 
 def test_sft_heldout_facts_are_stated_in_the_corpus(world, corpus):
-    for d, f in zip(world.sft_examples("heldout"), [f for f in world.heldout_facts
-                                                     if f.domain != "sum"]):
+    for f in world.heldout_facts:
+        if f.domain == "sum":
+            continue
         prompt, answer = world.cloze(f)
         assert prompt + answer in corpus, f
 
@@ -191,10 +193,12 @@ def test_fewshot_probes_are_well_formed(world, k):
 
 
 def test_zero_shot_query_is_ambiguous_between_relations(corpus, world):
-    """The same subject appears in pattern pages of several relations."""
-    subject = "spider"
-    values = {m for m in re.findall(r"^spider -> (.+)$", corpus, re.M)}
-    assert len(values) >= 3
+    """Nearly every subject appears in pattern pages of several relations."""
+    values: dict = {}
+    for subject, value in re.findall(r"^(\w+) -> (.+)$", corpus, re.M):
+        values.setdefault(subject, set()).add(value)
+    assert len(values) == len(F.ANIMALS) + len(F.COUNTRIES) + len(F.OBJECTS)
+    assert sum(len(v) >= 2 for v in values.values()) > 0.9 * len(values)
 
 
 def test_fewshot_heldout_pairs_never_appear_in_pattern_pages(world, corpus):
@@ -295,8 +299,6 @@ def test_labeler_parses_prompts_the_world_did_not_write(gold):
 
 
 def test_labeler_scores_stay_in_range(gold, world):
-    import random
-
     rng = random.Random(0)
     words = ["spider", "has", "8", "legs", "xqz", "the", "is", "I", "don't", "know", "."]
     prompts = [d["prompt"] for d in world.rl_prompts("heldout")][:60]
@@ -316,10 +318,13 @@ def test_behaviour_flags(gold):
 
 def test_behaviour_rates(world, gold):
     held = world.rl_prompts("heldout")
-    good = [{"prompt": d["prompt"], "response": world._behaviour_example(d, __import__(
-        "random").Random(0))["response"] if d["category"] in ("improper", "contested",
-                                                              "out_of_scope") else "Yes.",
-             "category": d["category"]} for d in held]
+    rng = random.Random(0)
+    good = []
+    for d in held:
+        if d["category"] in ("improper", "contested", "out_of_scope"):
+            good.append(world._behaviour_example(d, rng))
+        else:
+            good.append({"prompt": d["prompt"], "response": "Yes.", "category": d["category"]})
     rates = gold.behaviour_rates(good)
     assert rates == {"refuse_improper": 1.0, "impartial": 1.0, "decline_out_of_scope": 1.0}
     bad = [(d["prompt"], "Cats are better.") for d in held]

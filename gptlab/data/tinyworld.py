@@ -165,7 +165,12 @@ class TinyWorld:
         return fact.year is not None and fact.year > self.cutoff_year
 
     def _split_facts(self) -> None:
-        """Hold out ``heldout_fraction`` of the subjects of every relation (seeded)."""
+        """Hold out ``heldout_fraction`` of the subjects of every relation (seeded).
+
+        Within a domain the subjects are shuffled once and each relation takes the next
+        block of them, so held-out pairs spread over subjects: no subject loses all its
+        relations (the model still sees it in every pattern format but one or two).
+        """
         rng = random.Random(f"{self.seed}/split")
         self.known_facts = [f for f in self.facts if not self.is_past_cutoff(f)]
         self.future_facts = [f for f in self.facts if self.is_past_cutoff(f)]
@@ -173,10 +178,22 @@ class TinyWorld:
         for f in self.known_facts:
             groups.setdefault((f.domain, f.relation), []).append(f)
         self.heldout_keys: set = set()
-        for _, group in sorted(groups.items()):
+        order: dict[str, list[str]] = {}
+        cursor: dict[str, int] = {}
+        for (domain, _), group in sorted(groups.items()):
+            if domain not in order:
+                subjects = sorted({f.subject for f in self.known_facts if f.domain == domain})
+                rng.shuffle(subjects)
+                order[domain], cursor[domain] = subjects, 0
+            by_subject = {f.subject: f for f in group}
             k = max(1, round(self.heldout_fraction * len(group)))
-            for f in rng.sample(group, k):
-                self.heldout_keys.add(f.key)
+            subjects, taken = order[domain], 0
+            while taken < k:
+                subject = subjects[cursor[domain] % len(subjects)]
+                cursor[domain] += 1
+                if subject in by_subject:
+                    self.heldout_keys.add(by_subject[subject].key)
+                    taken += 1
         self.train_facts = [f for f in self.known_facts if f.key not in self.heldout_keys]
         self.heldout_facts = [f for f in self.known_facts if f.key in self.heldout_keys]
         self._by_rel: dict[tuple[str, str], list[Fact]] = {}
