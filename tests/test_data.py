@@ -243,6 +243,12 @@ def test_labeler_penalises_form(gold):
     assert gold.score(SPIDER, "") == -1.0
 
 
+def test_labeler_right_value_about_the_wrong_subject_is_wrong(gold):
+    assert gold.score(SPIDER, "An ant has 8 legs.") < 0
+    assert gold.score(SPIDER, "It has 8 legs.") == 1.0
+    assert gold.score(SPIDER, "Spiders have 8 legs.") == 1.0
+
+
 def test_labeler_mixed_right_and_wrong_is_between(gold):
     mixed = gold.score(SPIDER, "A spider has 8 or 6 legs.")
     assert gold.score(SPIDER, "A spider has 8 legs.") > mixed > gold.score(SPIDER, "It has 6 legs.")

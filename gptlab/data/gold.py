@@ -277,6 +277,14 @@ class GoldLabeler:
         others = [v for v in self.world.relation_values(fact.domain, fact.relation)
                   if v != answer and not _has(prompt, v) and not _has(answer, v)]
         wrong = any(_has(response, v) for v in others)
+        # "An ant has 8 legs." to "How many legs does a spider have?" is not right: the
+        # answer must be about the asked subject (or about no named subject: "It has 8 legs.")
+        if fact.domain in ("animal", "country", "object", "event"):
+            names = [s for s, d, subj in self._subjects if d == fact.domain]
+            asked = [s for s, d, subj in self._subjects if subj == fact.subject]
+            if not any(_has(response, s) for s in asked) and \
+                    any(_has(response, s) and not _has(prompt, s) for s in names):
+                correct, wrong = False, True
         return correct, wrong
 
     def score(self, prompt: str, response: str, ended: bool = True) -> float:
