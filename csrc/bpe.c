@@ -770,7 +770,7 @@ gl_bpe *gl_bpe_new(int n_vocab, const uint8_t *bytes, const int32_t *off, const 
                    int n_merges, const int32_t *merges, char *err, size_t errlen) {
     gl_bpe *t = calloc(1, sizeof(gl_bpe));
     if (!t) FAIL("out of memory");
-    if (n_vocab < 256) FAIL("expected at least 256 tokens, got %d", n_vocab);
+    if (n_vocab < 256) FAIL("expected at least 256 tokens (one per byte), got %d", n_vocab);
     if (n_merges < 0) FAIL("expected a non-negative number of merges, got %d", n_merges);
     if (off[0] != 0) FAIL("token offsets must start at 0");
     for (int i = 0; i < n_vocab; i++) {
