@@ -182,6 +182,66 @@ int gl_model_generate(gl_model *m, int32_t *tokens, float *logprobs, const int *
                       int (*interrupt)(void *), void *ctx);
 
 /* ==== bpe.c: byte-level BPE tokenizer =================================================== */
-/* (declared by bpe.c's section below) */
+
+/* A byte-level BPE tokenizer (GPT-2's pre-tokenisation pattern): an immutable vocabulary
+ * (token id -> bytes), merges in rank order, and special tokens. Safe to use from several
+ * threads at once. */
+typedef struct gl_bpe gl_bpe;
+
+/* Builds a tokenizer. Token id i has the bytes bytes[off[i] : off[i+1]]; off: (n_vocab+1)
+ * int32, off[0] = 0, strictly increasing (no empty token). special: (n_vocab) 0/1 flags.
+ * merges: (n_merges, 2) ids (left, right) in rank order; each merge yields the ordinary token
+ * whose bytes are left's followed by right's. Requirements: every byte value has an ordinary
+ * one-byte token, ordinary tokens have distinct bytes, specials have distinct text, merges
+ * use ordinary ids in range, are distinct and their results exist. On failure returns NULL
+ * and writes a message into err (errlen bytes). */
+gl_bpe *gl_bpe_new(int n_vocab, const uint8_t *bytes, const int32_t *off, const int32_t *special,
+                   int n_merges, const int32_t *merges, char *err, size_t errlen);
+void gl_bpe_free(gl_bpe *t);
+
+int gl_bpe_vocab_size(const gl_bpe *t); /* tokens, specials included */
+int gl_bpe_num_merges(const gl_bpe *t);
+const int32_t *gl_bpe_merges(const gl_bpe *t); /* (num_merges, 2) */
+int gl_bpe_is_special(const gl_bpe *t, int id); /* 0 also for an id out of range */
+/* Bytes of token id (0 <= id < vocab size); *len receives their length. */
+const uint8_t *gl_bpe_token(const gl_bpe *t, int id, size_t *len);
+/* Id of the special token with exactly this text, else of the ordinary token with these
+ * bytes, else -1. */
+int32_t gl_bpe_token_id(const gl_bpe *t, const uint8_t *s, size_t n);
+
+/* Encodes text (n bytes of UTF-8; invalid bytes are encoded as bytes too) into out, which must
+ * have room for n ids (every token has at least one byte). allowed: (n_allowed) ids of the
+ * special tokens whose text becomes the special id (must be special ids); elsewhere, and for
+ * the others, special text is ordinary text. Returns the number of ids, -1 when out of memory,
+ * -2 when n > INT32_MAX. */
+ptrdiff_t gl_bpe_encode(const gl_bpe *t, int32_t *out, const uint8_t *text, size_t n,
+                        const int32_t *allowed, int n_allowed);
+/* gl_bpe_encode of n_texts texts in parallel (OpenMP). Text i (lens[i] bytes) writes its ids at
+ * out + out_off[i] (room for lens[i] ids) and their number into counts[i]. Returns 0, or -1
+ * if a text failed (out of memory or longer than INT32_MAX). */
+int gl_bpe_encode_batch(const gl_bpe *t, int32_t *out, size_t *counts, const size_t *out_off,
+                        const uint8_t *const *texts, const size_t *lens, int n_texts,
+                        const int32_t *allowed, int n_allowed);
+/* Concatenates the bytes of ids (n, all valid) into out (may be NULL to only measure).
+ * Returns the number of bytes. */
+size_t gl_bpe_decode(const gl_bpe *t, uint8_t *out, const int32_t *ids, size_t n);
+/* Splits text (n bytes) with GPT-2's pattern: ends (room for n) receives the end offset of
+ * each piece. Returns the number of pieces. */
+size_t gl_bpe_pretokenize(const gl_bpe *t, size_t *ends, const uint8_t *text, size_t n);
+
+/* Training: feed text (any number of times), then learn merges. Occurrences of the special
+ * strings in fed text are cut out (never merged with their neighbours, never counted). */
+typedef struct gl_bpe_trainer gl_bpe_trainer;
+gl_bpe_trainer *gl_bpe_trainer_new(int n_special, const uint8_t *const *special,
+                                   const size_t *special_len);
+void gl_bpe_trainer_free(gl_bpe_trainer *tr);
+/* Counts the pre-tokenised pieces of text. 0, or -1 when out of memory. */
+int gl_bpe_trainer_feed(gl_bpe_trainer *tr, const uint8_t *text, size_t n);
+/* Learns merges until the vocabulary (256 bytes + merged tokens + specials) has vocab_size
+ * tokens or no pair is left: the most frequent pair first, ties to the smallest
+ * (left id, right id). Ids: 0-255 the bytes, then merged tokens in order, then the specials.
+ * Returns the tokenizer, or NULL with a message in err. The trainer can be fed and trained
+ * again. */
+gl_bpe *gl_bpe_trainer_train(gl_bpe_trainer *tr, int vocab_size, char *err, size_t errlen);
 
 #endif /* GPTLAB_H */

@@ -7,7 +7,13 @@
  * Determinism: every sum is taken in a fixed order that does not depend on the number of
  * threads. Work that reduces over rows (dw, db of layernorm/matmul/scalar head, the embedding
  * tables) is split by columns: each thread owns a block of columns and walks all rows in order,
- * so there are no atomics and no cross-thread float reductions.
+ * so there are no atomics and no cross-thread float reductions. Attention splits by heads
+ * (backward) or by query tiles (forward), which write disjoint outputs.
+ *
+ * Speed: the inner loops are plain C the compiler vectorizes (restrict pointers, no reductions
+ * across the vector, a polynomial exp instead of libm's); attention and GELU are also compiled
+ * for AVX2 and chosen at run time, with the same arithmetic in the same order, so both builds
+ * give bitwise-identical results.
  */
 #include "gptlab.h"
 
@@ -16,15 +22,39 @@
 
 /* Columns per block when a reduction over rows is split by columns between threads. */
 #define COL_BLOCK 64
-/* Keys per block in the attention forward pass (scores live on the stack). */
-#define KEY_BLOCK 128
 /* Below this many elements an elementwise kernel runs on one thread. */
 #define PAR_MIN 32768
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
+#if defined(__GNUC__)
+#define GL_INLINE static inline __attribute__((always_inline))
+#else
+#define GL_INLINE static inline
+#endif
+
+/* The hot kernels (attention, GELU) also exist compiled for AVX2 (x86 with GCC or Clang). */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define GL_X86 1
+#define GL_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define GL_X86 0
+#endif
+
+/* 1 when the AVX2 versions may run: the CPU has AVX2 and FMA, and gl_sgemm has not been forced
+ * onto its portable path (gl_gemm_set_isa("portable") switches the whole core, so the tests
+ * can check both paths). */
+static int use_avx2(void) {
+#if GL_X86
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           strcmp(gl_gemm_isa(), "portable") != 0;
+#else
+    return 0;
+#endif
+}
+
 /* a . b in float with 8 independent partial sums (vectorizable, fixed order). */
-static inline float dotf(const float *restrict a, const float *restrict b, int n) {
+GL_INLINE float dotf(const float *restrict a, const float *restrict b, int n) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int i = 0;
     for (; i + 8 <= n; i += 8)
@@ -35,7 +65,7 @@ static inline float dotf(const float *restrict a, const float *restrict b, int n
 }
 
 /* a . b accumulated in double (4 partial sums), for row statistics that must be accurate. */
-static inline double dotd(const float *restrict a, const float *restrict b, int n) {
+GL_INLINE double dotd(const float *restrict a, const float *restrict b, int n) {
     double acc[4] = {0, 0, 0, 0};
     int i = 0;
     for (; i + 4 <= n; i += 4)
@@ -46,8 +76,49 @@ static inline double dotd(const float *restrict a, const float *restrict b, int 
 }
 
 /* y += a * x, (n) each. */
-static inline void axpyf(float *restrict y, float a, const float *restrict x, int n) {
+GL_INLINE void axpyf(float *restrict y, float a, const float *restrict x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* y[0:n] += sum_r coef[r] * X[r * ldx + 0:n], r < nrows: a row combination, taken four rows at
+ * a time so y is loaded and stored once per four rows. Fixed order of the additions. */
+GL_INLINE void add_rows(float *restrict y, const float *restrict coef, const float *restrict X,
+                        size_t ldx, int nrows, int n) {
+    int r = 0;
+    for (; r + 4 <= nrows; r += 4) {
+        const float a0 = coef[r], a1 = coef[r + 1], a2 = coef[r + 2], a3 = coef[r + 3];
+        const float *restrict x0 = X + (size_t)r * ldx;
+        const float *restrict x1 = x0 + ldx, *restrict x2 = x1 + ldx, *restrict x3 = x2 + ldx;
+        for (int i = 0; i < n; i++) y[i] += (a0 * x0[i] + a1 * x1[i]) + (a2 * x2[i] + a3 * x3[i]);
+    }
+    for (; r < nrows; r++) axpyf(y, coef[r], X + (size_t)r * ldx, n);
+}
+
+/* e^x in float, vectorizable (no libm call): x = n ln2 + r with |r| <= ln2/2, e^r from the
+ * Cephes expf polynomial (within about 2 ulp), 2^n written into the exponent bits. Below -87.3
+ * the result is 0 (no denormals), above 88.3 it saturates at e^88.3 (about 2e38), NaN stays
+ * NaN. */
+GL_INLINE float exp_f(float x0) {
+    float x = x0 < -87.3f ? -87.3f : x0;
+    x = x > 88.3f ? 88.3f : x;
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    const float nm = x * 1.44269504088896341f + magic;
+    const float n = nm - magic;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t bits;
+    memcpy(&bits, &nm, sizeof bits);              /* low bits of nm hold n + 0x400000 */
+    bits = (bits - 0x4B400000u + 127u) << 23;     /* the float 2^n */
+    float two_n;
+    memcpy(&two_n, &bits, sizeof two_n);
+    return x0 < -87.3f ? 0.0f : p * two_n;
 }
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
@@ -231,126 +302,290 @@ void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, cons
 
 /* ---- attention -------------------------------------------------------------------------- */
 
-/* Causal self-attention, one (b, h, t) query row at a time, flash style: the (T,T) matrix is
- * never stored. For the query q_t and keys k_0..k_t, scores s_j = q_t . k_j / sqrt(hs) are
- * taken in blocks of KEY_BLOCK; a running maximum m and sum l of exp(s - m) (the "online
- * softmax") let each block rescale the partial output instead of revisiting earlier blocks:
- *   out_t = sum_j exp(s_j - m) v_j / l,   lse_t = m + log(l).
- * qkv: (B,T,3C) rows [q | k | v]; out: (B,T,C); lse: (B,NH,T). */
-void gl_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH) {
+/* Tiles of the flash-style attention: Q_TILE queries meet K_TILE keys at a time, and the head
+ * dimension is walked in chunks of D_CHUNK, so the scratch (fixed arrays on the stack, about
+ * 70 KB per thread in the backward pass) depends neither on T nor on the head size. */
+#define Q_TILE 64
+#define K_TILE 64
+#define D_CHUNK 64
+
+/* dst[d * ldd + j] = src[j * lds + d] for j < ns, d < nd: a (ns, nd) block of keys or values
+ * turned (nd, ns), so score rows are built by contiguous, vectorizable updates. */
+GL_INLINE void transpose_block(float *restrict dst, int ldd, const float *restrict src,
+                               size_t lds, int ns, int nd) {
+    for (int j = 0; j < ns; j++)
+        for (int d = 0; d < nd; d++) dst[(size_t)d * ldd + j] = src[(size_t)j * lds + d];
+}
+
+/* One tile of the forward pass: queries t0 .. t0+nq-1 of head h of sequence b against all keys
+ * s <= t. The keys come in blocks of K_TILE; for each query row a running maximum m and sum l
+ * of exp(score - m) (the "online softmax") let a block rescale the partial output instead of
+ * revisiting earlier blocks:  out_t = sum_s exp(s_ts - m) v_s / l,  lse_t = m + log(l). */
+GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
+                                      const float *restrict qkv, int b, int h, int t0, int nq,
+                                      int T, int C, int NH) {
     const int hs = C / NH;
-    const size_t C3 = (size_t)3 * C;
+    const size_t C3 = (size_t)3 * C, hoff = (size_t)h * hs;
     const float scale = 1.0f / sqrtf((float)hs);
-    const ptrdiff_t rows = (ptrdiff_t)B * NH * T;
-    /* rows are independent; (static, 1) interleaves short (small t) and long rows */
-#pragma omp parallel for schedule(static, 1)
-    for (ptrdiff_t r = 0; r < rows; r++) {
-        const int t = (int)(r % T);
-        const int h = (int)((r / T) % NH);
-        const size_t b = (size_t)(r / ((ptrdiff_t)T * NH));
-        const float *base = qkv + b * T * C3; /* row 0 of sequence b */
-        const float *restrict q = base + t * C3 + (size_t)h * hs;
-        float *restrict o = out + (b * T + t) * C + (size_t)h * hs;
-        float sc[KEY_BLOCK];
-        float m = -INFINITY, l = 0.0f;
-        for (int i = 0; i < hs; i++) o[i] = 0.0f;
-        for (int s0 = 0; s0 <= t; s0 += KEY_BLOCK) {
-            const int ns = imin(KEY_BLOCK, t + 1 - s0);
-            float bm = -INFINITY;
-            for (int j = 0; j < ns; j++) {
-                const float *restrict k = base + (size_t)(s0 + j) * C3 + C + (size_t)h * hs;
-                sc[j] = dotf(q, k, hs) * scale;
-                bm = sc[j] > bm ? sc[j] : bm;
-            }
-            if (bm > m) { /* new maximum: rescale what was accumulated so far */
-                float corr = expf(m - bm);
-                l *= corr;
-                for (int i = 0; i < hs; i++) o[i] *= corr;
-                m = bm;
-            }
-            for (int j = 0; j < ns; j++) {
-                const float *restrict v = base + (size_t)(s0 + j) * C3 + 2 * (size_t)C +
-                                          (size_t)h * hs;
-                float p = expf(sc[j] - m);
-                l += p;
-                axpyf(o, p, v, hs);
+    const float *restrict base = qkv + (size_t)b * T * C3; /* row 0 of sequence b */
+    float S[Q_TILE][K_TILE], KT[D_CHUNK][K_TILE], m[Q_TILE], l[Q_TILE];
+    for (int i = 0; i < nq; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+        memset(out + ((size_t)b * T + t0 + i) * C + hoff, 0, sizeof(float) * (size_t)hs);
+    }
+    const int tend = t0 + nq;
+    for (int s0 = 0; s0 < tend; s0 += K_TILE) {
+        const int ns = imin(K_TILE, tend - s0);
+        /* scores S[i][j] = q_(t0+i) . k_(s0+j) for the unmasked j < jn(i) = t0+i+1-s0 */
+        for (int i = 0; i < nq; i++)
+            for (int j = 0; j < ns; j++) S[i][j] = 0.0f;
+        for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
+            const int nd = imin(D_CHUNK, hs - d0);
+            transpose_block(&KT[0][0], K_TILE, base + s0 * C3 + C + hoff + d0, C3, ns, nd);
+            for (int i = 0; i < nq; i++) {
+                const int jn = imin(ns, t0 + i + 1 - s0);
+                if (jn > 0)
+                    add_rows(S[i], base + (t0 + i) * C3 + hoff + d0, &KT[0][0], K_TILE, nd, jn);
             }
         }
-        const float inv = 1.0f / l;
-        for (int i = 0; i < hs; i++) o[i] *= inv;
-        lse[r] = m + logf(l);
+        for (int i = 0; i < nq; i++) {
+            const int jn = imin(ns, t0 + i + 1 - s0);
+            if (jn <= 0) continue;
+            float *restrict row = S[i];
+            float *restrict o = out + ((size_t)b * T + t0 + i) * C + hoff;
+            for (int j = 0; j < jn; j++) row[j] *= scale;
+            float bm = row[0];
+            for (int j = 1; j < jn; j++) bm = row[j] > bm ? row[j] : bm;
+            if (m[i] == -INFINITY) {
+                m[i] = bm;
+            } else if (bm > m[i]) { /* a new maximum: rescale what was accumulated so far */
+                const float corr = exp_f(m[i] - bm);
+                l[i] *= corr;
+                for (int d = 0; d < hs; d++) o[d] *= corr;
+                m[i] = bm;
+            }
+            const float mi = m[i];
+            for (int j = 0; j < jn; j++) row[j] = exp_f(row[j] - mi);
+            float sum = 0.0f;
+            for (int j = 0; j < jn; j++) sum += row[j];
+            l[i] += sum;
+            add_rows(o, row, base + s0 * C3 + 2 * (size_t)C + hoff, C3, jn, hs); /* += P V */
+        }
+    }
+    for (int i = 0; i < nq; i++) {
+        float *restrict o = out + ((size_t)b * T + t0 + i) * C + hoff;
+        const float inv = 1.0f / l[i];
+        for (int d = 0; d < hs; d++) o[d] *= inv;
+        lse[((size_t)b * NH + h) * T + t0 + i] = m[i] + logf(l[i]);
     }
 }
 
-/* Backward of causal attention, recomputing the probabilities from lse:
+/* The backward pass of one head (b, h), recomputing the probabilities from lse:
  *   P_ts = exp(q_t . k_s / sqrt(hs) - lse_t)          for s <= t
  *   D_t = dout_t . out_t  (= sum_s P_ts dout_t . v_s)
  *   dS_ts = P_ts (dout_t . v_s - D_t)                 (softmax backward)
  *   dq_t += sum_s dS_ts k_s / sqrt(hs);  dk_s += sum_t dS_ts q_t / sqrt(hs);
  *   dv_s += sum_t P_ts dout_t.
- * One thread per (b, h): a head only touches its own columns of dqkv, so the threads never
- * write the same element and each sum runs in a fixed order (t ascending, then s ascending).
- * dqkv: (B,T,3C) accumulates; dout, out: (B,T,C); qkv: (B,T,3C); lse: (B,NH,T). */
-void gl_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
-                           const float *lse, int B, int T, int C, int NH) {
+ * Key blocks outside, query tiles inside; every sum runs in a fixed order (dk, dv over t
+ * ascending; dq over s ascending). */
+GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restrict dout,
+                                       const float *restrict qkv, const float *restrict out,
+                                       const float *restrict lse, int b, int h, int T, int C,
+                                       int NH) {
     const int hs = C / NH;
-    const size_t C3 = (size_t)3 * C;
+    const size_t C3 = (size_t)3 * C, hoff = (size_t)h * hs;
     const float scale = 1.0f / sqrtf((float)hs);
-    const int pairs = B * NH;
-#pragma omp parallel for schedule(static)
-    for (int bh = 0; bh < pairs; bh++) {
-        const size_t b = (size_t)(bh / NH), hoff = (size_t)(bh % NH) * hs;
-        const float *base = qkv + b * T * C3;
-        float *dbase = dqkv + b * T * C3;
-        const float *L = lse + (size_t)bh * T;
-        for (int t = 0; t < T; t++) {
-            const float *restrict q = base + t * C3 + hoff;
-            const float *restrict dot_ = dout + (b * T + t) * C + hoff;
-            const float *restrict ot = out + (b * T + t) * C + hoff;
-            float *restrict dq = dbase + t * C3 + hoff;
-            const float D = dotf(dot_, ot, hs);
-            const float lt = L[t];
-            for (int s = 0; s <= t; s++) {
-                const float *restrict k = base + s * C3 + C + hoff;
-                const float *restrict v = base + s * C3 + 2 * (size_t)C + hoff;
-                float *restrict dk = dbase + s * C3 + C + hoff;
-                float *restrict dv = dbase + s * C3 + 2 * (size_t)C + hoff;
-                const float p = expf(dotf(q, k, hs) * scale - lt);
-                const float ds = p * (dotf(dot_, v, hs) - D) * scale;
-                axpyf(dq, ds, k, hs);
-                axpyf(dk, ds, q, hs);
-                axpyf(dv, p, dot_, hs);
+    const float *restrict base = qkv + (size_t)b * T * C3;
+    float *restrict dbase = dqkv + (size_t)b * T * C3;
+    const float *restrict dob = dout + (size_t)b * T * C + hoff; /* dout_t = dob + t C */
+    const float *restrict L = lse + ((size_t)b * NH + h) * T;
+    float P[Q_TILE][K_TILE], G[Q_TILE][K_TILE], KT[D_CHUNK][K_TILE], VT[D_CHUNK][K_TILE];
+    float cp[Q_TILE], cg[Q_TILE];
+    for (int s0 = 0; s0 < T; s0 += K_TILE) {
+        const int ns = imin(K_TILE, T - s0);
+        for (int t0 = s0 - s0 % Q_TILE; t0 < T; t0 += Q_TILE) {
+            const int nq = imin(Q_TILE, T - t0);
+            /* P = Q K^T and G = dO V^T on the unmasked entries */
+            for (int i = 0; i < nq; i++)
+                for (int j = 0; j < ns; j++) P[i][j] = G[i][j] = 0.0f;
+            for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
+                const int nd = imin(D_CHUNK, hs - d0);
+                transpose_block(&KT[0][0], K_TILE, base + s0 * C3 + C + hoff + d0, C3, ns, nd);
+                transpose_block(&VT[0][0], K_TILE, base + s0 * C3 + 2 * (size_t)C + hoff + d0,
+                                C3, ns, nd);
+                for (int i = 0; i < nq; i++) {
+                    const int jn = imin(ns, t0 + i + 1 - s0);
+                    if (jn <= 0) continue;
+                    add_rows(P[i], base + (t0 + i) * C3 + hoff + d0, &KT[0][0], K_TILE, nd, jn);
+                    add_rows(G[i], dob + (size_t)(t0 + i) * C + d0, &VT[0][0], K_TILE, nd, jn);
+                }
+            }
+            /* P <- probabilities, G <- dS / sqrt(hs); dq_t += sum_s G_ts k_s */
+            for (int i = 0; i < nq; i++) {
+                const int t = t0 + i, jn = imin(ns, t + 1 - s0);
+                if (jn <= 0) continue;
+                const float D = dotf(dob + (size_t)t * C, out + ((size_t)b * T + t) * C + hoff, hs);
+                const float lt = L[t];
+                float *restrict pr = P[i], *restrict gr = G[i];
+                for (int j = 0; j < jn; j++) {
+                    const float p = exp_f(pr[j] * scale - lt);
+                    pr[j] = p;
+                    gr[j] = p * (gr[j] - D) * scale;
+                }
+                add_rows(dbase + t * C3 + hoff, gr, base + s0 * C3 + C + hoff, C3, jn, hs);
+            }
+            /* dv_s += sum_t P_ts dout_t;  dk_s += sum_t G_ts q_t  (rows t >= s only) */
+            for (int j = 0; j < ns; j++) {
+                const int s = s0 + j, i0 = s > t0 ? s - t0 : 0;
+                if (i0 >= nq) continue;
+                for (int i = i0; i < nq; i++) {
+                    cp[i - i0] = P[i][j];
+                    cg[i - i0] = G[i][j];
+                }
+                add_rows(dbase + s * C3 + 2 * (size_t)C + hoff, cp, dob + (size_t)(t0 + i0) * C,
+                         (size_t)C, nq - i0, hs);
+                add_rows(dbase + s * C3 + C + hoff, cg, base + (t0 + i0) * C3 + hoff, C3,
+                         nq - i0, hs);
             }
         }
     }
+}
+
+/* The same tile and head kernels compiled twice: plain C (the compiler's baseline vectors)
+ * and with AVX2 enabled; the arithmetic and its order are identical, only the vector width
+ * differs. use_avx2() picks one per call. */
+typedef void (*attn_tile_fn)(float *, float *, const float *, int, int, int, int, int, int, int);
+typedef void (*attn_head_fn)(float *, const float *, const float *, const float *,
+                             const float *, int, int, int, int, int);
+
+static void attn_tile_portable(float *out, float *lse, const float *qkv, int b, int h, int t0,
+                               int nq, int T, int C, int NH) {
+    attention_forward_tile(out, lse, qkv, b, h, t0, nq, T, C, NH);
+}
+static void attn_head_portable(float *dqkv, const float *dout, const float *qkv,
+                               const float *out, const float *lse, int b, int h, int T, int C,
+                               int NH) {
+    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH);
+}
+#if GL_X86
+GL_AVX2 static void attn_tile_avx2(float *out, float *lse, const float *qkv, int b, int h,
+                                   int t0, int nq, int T, int C, int NH) {
+    attention_forward_tile(out, lse, qkv, b, h, t0, nq, T, C, NH);
+}
+GL_AVX2 static void attn_head_avx2(float *dqkv, const float *dout, const float *qkv,
+                                   const float *out, const float *lse, int b, int h, int T,
+                                   int C, int NH) {
+    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH);
+}
+#endif
+
+/* Causal self-attention; qkv: (B,T,3C) rows [q | k | v]; out: (B,T,C); lse: (B,NH,T).
+ * Work items are query tiles of one head, largest (latest) tiles first. Each item writes only
+ * its own rows of out and lse, whatever thread runs it, so the dynamic schedule (which evens
+ * out the causal triangle's uneven tiles) keeps the result deterministic. */
+void gl_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH) {
+    if (B <= 0 || T <= 0) return;
+    attn_tile_fn tile = attn_tile_portable;
+#if GL_X86
+    if (use_avx2()) tile = attn_tile_avx2;
+#endif
+    const int ntiles = (T + Q_TILE - 1) / Q_TILE;
+    const ptrdiff_t items = (ptrdiff_t)B * NH * ntiles;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (ptrdiff_t it = 0; it < items; it++) {
+        const int k = ntiles - 1 - (int)(it / ((ptrdiff_t)B * NH)); /* latest tiles first */
+        const int bh = (int)(it % ((ptrdiff_t)B * NH));
+        const int t0 = k * Q_TILE;
+        tile(out, lse, qkv, bh / NH, bh % NH, t0, imin(Q_TILE, T - t0), T, C, NH);
+    }
+}
+
+/* Gradients of gl_attention_forward: dqkv (B,T,3C) accumulates; dout, out: (B,T,C).
+ * One thread per (b, h): a head only touches its own columns of dqkv, so the threads never
+ * write the same element. */
+void gl_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
+                           const float *lse, int B, int T, int C, int NH) {
+    attn_head_fn head = attn_head_portable;
+#if GL_X86
+    if (use_avx2()) head = attn_head_avx2;
+#endif
+    const int pairs = B * NH;
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < pairs; bh++) head(dqkv, dout, qkv, out, lse, bh / NH, bh % NH, T, C, NH);
 }
 
 /* ---- GELU ------------------------------------------------------------------------------- */
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_A 0.044715f
+#define GELU_CHUNK 4096
 
-/* out = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3). (N) each. */
-void gl_gelu_forward(float *out, const float *x, size_t N) {
-#pragma omp parallel for schedule(static) if (N >= PAR_MIN)
-    for (size_t i = 0; i < N; i++) {
-        float xi = x[i];
-        float u = GELU_K * (xi + GELU_A * xi * xi * xi);
-        out[i] = 0.5f * xi * (1.0f + tanhf(u));
+/* GELU(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3). Since 1 + tanh(u) =
+ * 2 sigmoid(2u), it is computed as x / (1 + exp(-2u)): one exponential, exact in both tails. */
+GL_INLINE void gelu_forward_body(float *restrict out, const float *restrict x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const float xi = x[i];
+        const float u = GELU_K * (xi + GELU_A * xi * xi * xi);
+        out[i] = xi / (1.0f + exp_f(-2.0f * u));
     }
 }
 
-/* gelu'(x) = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3 * 0.044715 x^2);
- * dx += gelu'(x) * dout. */
-void gl_gelu_backward(float *dx, const float *x, const float *dout, size_t N) {
+/* gelu'(x) = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) du/dx
+ *          = sg + 2 x sg (1 - sg) du/dx,  sg = sigmoid(2u), 1 - sg = e sg with e = exp(-2u),
+ * du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2); dx += gelu'(x) * dout. */
+GL_INLINE void gelu_backward_body(float *restrict dx, const float *restrict x,
+                                  const float *restrict dout, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const float xi = x[i];
+        const float u = GELU_K * (xi + GELU_A * xi * xi * xi);
+        const float e = exp_f(-2.0f * u);
+        const float sg = 1.0f / (1.0f + e);
+        const float du = GELU_K * (1.0f + 3.0f * GELU_A * xi * xi);
+        dx[i] += (sg + 2.0f * xi * sg * (e * sg) * du) * dout[i];
+    }
+}
+
+static void gelu_forward_portable(float *out, const float *x, size_t n) {
+    gelu_forward_body(out, x, n);
+}
+static void gelu_backward_portable(float *dx, const float *x, const float *dout, size_t n) {
+    gelu_backward_body(dx, x, dout, n);
+}
+#if GL_X86
+GL_AVX2 static void gelu_forward_avx2(float *out, const float *x, size_t n) {
+    gelu_forward_body(out, x, n);
+}
+GL_AVX2 static void gelu_backward_avx2(float *dx, const float *x, const float *dout, size_t n) {
+    gelu_backward_body(dx, x, dout, n);
+}
+#endif
+
+/* out = gelu(x), (N) each; chunks of GELU_CHUNK elements in parallel. */
+void gl_gelu_forward(float *out, const float *x, size_t N) {
+    void (*fn)(float *, const float *, size_t) = gelu_forward_portable;
+#if GL_X86
+    if (use_avx2()) fn = gelu_forward_avx2;
+#endif
+    const ptrdiff_t nchunks = (ptrdiff_t)((N + GELU_CHUNK - 1) / GELU_CHUNK);
 #pragma omp parallel for schedule(static) if (N >= PAR_MIN)
-    for (size_t i = 0; i < N; i++) {
-        float xi = x[i];
-        float u = GELU_K * (xi + GELU_A * xi * xi * xi);
-        float th = tanhf(u);
-        float du = GELU_K * (1.0f + 3.0f * GELU_A * xi * xi);
-        float g = 0.5f * (1.0f + th) + 0.5f * xi * (1.0f - th * th) * du;
-        dx[i] += g * dout[i];
+    for (ptrdiff_t c = 0; c < nchunks; c++) {
+        const size_t i0 = (size_t)c * GELU_CHUNK;
+        fn(out + i0, x + i0, N - i0 < GELU_CHUNK ? N - i0 : GELU_CHUNK);
+    }
+}
+
+/* dx += gelu'(x) * dout, (N) each. */
+void gl_gelu_backward(float *dx, const float *x, const float *dout, size_t N) {
+    void (*fn)(float *, const float *, const float *, size_t) = gelu_backward_portable;
+#if GL_X86
+    if (use_avx2()) fn = gelu_backward_avx2;
+#endif
+    const ptrdiff_t nchunks = (ptrdiff_t)((N + GELU_CHUNK - 1) / GELU_CHUNK);
+#pragma omp parallel for schedule(static) if (N >= PAR_MIN)
+    for (ptrdiff_t c = 0; c < nchunks; c++) {
+        const size_t i0 = (size_t)c * GELU_CHUNK;
+        fn(dx + i0, x + i0, dout + i0, N - i0 < GELU_CHUNK ? N - i0 : GELU_CHUNK);
     }
 }
 

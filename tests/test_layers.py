@@ -293,7 +293,9 @@ ATTN_SHAPES = [
     (1, 17, 63, 7),    # hs = 9
     (2, 65, 16, 4),    # T over a 64 block
     (1, 63, 65, 5),    # hs = 13
-    (1, 300, 8, 2),    # T over several 128-key blocks of the online softmax
+    (1, 300, 8, 2),    # T over several 64-key blocks and 64-query tiles
+    (1, 70, 130, 1),   # hs = 130: the head dimension walked in chunks of 64
+    (2, 129, 192, 2),  # hs = 96, T just over two tiles
 ]
 
 
@@ -458,6 +460,34 @@ def test_results_do_not_depend_on_thread_count():
         _core.set_num_threads(before)
     for a, b2, c in zip(one, two, again):
         assert np.array_equal(a, b2) and np.array_equal(b2, c)
+
+
+def test_simd_and_portable_paths_agree_bitwise():
+    """The AVX2 build of attention and GELU runs the same arithmetic in the same order as the
+    portable one (gl_gemm_set_isa("portable") switches the whole core)."""
+    if _core.gemm_isa() == "portable":
+        pytest.skip("no SIMD path on this CPU/build")
+    rng = np.random.default_rng(10)
+    qkv, dout = f32(rng, 2, 100, 3 * 48), f32(rng, 2, 100, 48)
+    x, dx_in = f32(rng, 50_000, scale=4.0), f32(rng, 50_000)
+
+    def run():
+        out, lse = _core.attention_forward(qkv, 4)
+        dqkv = np.zeros_like(qkv)
+        _core.attention_backward(dqkv, dout, qkv, out, lse, 4)
+        dx = np.zeros_like(x)
+        _core.gelu_backward(dx, x, dx_in)
+        return [out, lse, dqkv, _core.gelu_forward(x), dx]
+
+    simd = run()
+    before = _core.gemm_isa()
+    try:
+        _core.gemm_set_isa("portable")
+        portable = run()
+    finally:
+        _core.gemm_set_isa(before)
+    for a, b in zip(simd, portable):
+        assert np.array_equal(a, b)
 
 
 # ---- PyTorch parity (float64 autograd) -----------------------------------------------------
