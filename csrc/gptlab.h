@@ -97,10 +97,124 @@ void gl_scalar_head_backward(float *dx, float *dw, float *db, const float *dout,
                              const float *w, int N, int C);
 
 /* ==== losses.c: every loss of the four stages ========================================== */
-/* (declared by losses.c's section below) */
+/* Masks are (N) float, a row counts when mask[n] != 0; NULL selects every row. A masked mean
+ * divides by the number of selected rows; when there is none, forward returns NaN and backward
+ * adds nothing. Backward functions take dloss, the gradient of the returned scalar. */
+
+/* Cross-entropy of logits (N,V) against targets (N) int32 in [0,V), averaged over the rows where
+ * mask != 0 (mask: (N) float 0/1, or NULL = every row). losses: (N) per-row loss (0 where masked),
+ * may be NULL. Returns the mean loss, or NaN if the mask selects no row. Softmax computed row by
+ * row, stable (max subtraction), never a full softmax copy. */
+float gl_crossentropy_forward(float *losses, const float *logits, const int32_t *targets,
+                              const float *mask, int N, int V);
+/* dlogits (N,V) += dloss * mask[n]/count * (softmax(logits[n]) - onehot(targets[n])).
+ * dlogits may be the same pointer as logits: then the gradient overwrites the logits row by
+ * row (used by the model to avoid a second (N,V) buffer). */
+void gl_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets,
+                              const float *mask, float dloss, int N, int V);
+
+/* Log-probability of given tokens and entropy, at a temperature T > 0: with z = logits[n] / T,
+ * logp[n] = log_softmax(z)[targets[n]] and entropy[n] = -sum_v p_v log p_v, p = softmax(z).
+ * logits: (N,V); targets: (N) int32 in [0,V); logp: (N); entropy: (N) or NULL. */
+void gl_logprobs_forward(float *logp, float *entropy, const float *logits,
+                         const int32_t *targets, float temperature, int N, int V);
+/* dlogits (N,V) += (dlogp[n] (onehot - p) - dentropy[n] p (log p + H[n])) / T.
+ * dlogp: (N); dentropy: (N) or NULL. dlogits must not overlap logits. */
+void gl_logprobs_backward(float *dlogits, const float *logits, const int32_t *targets,
+                          const float *dlogp, const float *dentropy, float temperature, int N,
+                          int V);
+
+/* The instruction set of the softmax row kernels: "avx2" or "portable" (same results). */
+const char *gl_losses_isa(void);
+/* Force a path ("avx2", "portable", or "auto"); returns 0, or -1 if unavailable. For tests. */
+int gl_losses_set_isa(const char *name);
+
+typedef struct {
+    float accuracy; /* fraction of all ranked pairs (i above j) with r_i > r_j */
+    float margin;   /* mean over all ranked pairs of r_i - r_j */
+} gl_ranking_stats;
+/* InstructGPT K-way ranking loss of a reward model. rewards: (P,K), row p holds the rewards of
+ * the k_p responses to prompt p in ranked order (best first); entries past k_p are ignored.
+ * counts: (P) int32 in [2,K], or NULL (k_p = K). Per prompt,
+ *   loss_p = -1/C(k_p,2) sum_{i<j<k_p} log sigmoid(r_i - r_j - margin)
+ *            + center_coef * 1/k_p sum_{i<k_p} r_i^2
+ * (each prompt's C(k,2) pairs weigh as one example). Returns mean_p loss_p; losses: (P) or
+ * NULL; stats may be NULL. Pairwise (chosen, rejected) is K = 2. */
+float gl_ranking_loss_forward(float *losses, gl_ranking_stats *stats, const float *rewards,
+                              const int32_t *counts, float margin, float center_coef, int P,
+                              int K);
+/* drewards (P,K) += dloss * d(mean_p loss_p)/d rewards (0 past k_p). */
+void gl_ranking_loss_backward(float *drewards, const float *rewards, const int32_t *counts,
+                              float margin, float center_coef, float dloss, int P, int K);
+
+typedef struct {
+    float clipfrac;   /* masked mean of [clipped term > unclipped term] (TRL's pg_clipfrac) */
+    float approx_kl;  /* masked mean of 0.5 (logp - old_logp)^2 */
+    float ratio_mean; /* masked mean of the ratio */
+} gl_ppo_stats;
+/* PPO clipped surrogate. ratio = exp(logp - old_logp); per token
+ *   l = max(-A ratio, -A clip(ratio, 1 - clip, 1 + clip)), A = advantages[n];
+ * returns the masked mean of l. logp, old_logp, advantages, mask: (N). stats may be NULL. */
+float gl_ppo_policy_forward(gl_ppo_stats *stats, const float *logp, const float *old_logp,
+                            const float *advantages, const float *mask, float clip, int N);
+/* dlogp (N) += dloss / count * (-A ratio) where the unclipped term is taken (0 elsewhere). */
+void gl_ppo_policy_backward(float *dlogp, const float *logp, const float *old_logp,
+                            const float *advantages, const float *mask, float clip, float dloss,
+                            int N);
+
+/* Clipped value loss: with vc = clip(v, v_old - clip, v_old + clip), per token
+ *   l = 0.5 max((v - R)^2, (vc - R)^2);
+ * returns the masked mean of l. values, old_values, returns, mask: (N). clipfrac: masked mean
+ * of [(vc - R)^2 > (v - R)^2], may be NULL. */
+float gl_value_loss_forward(float *clipfrac, const float *values, const float *old_values,
+                            const float *returns, const float *mask, float clip, int N);
+/* dvalues (N) += dloss / count * (v - R) where the unclipped error is taken (0 elsewhere). */
+void gl_value_loss_backward(float *dvalues, const float *values, const float *old_values,
+                            const float *returns, const float *mask, float clip, float dloss,
+                            int N);
+
+/* Per-token estimates of KL(pi || pi_ref) from log-probs of sampled tokens, r = exp(ref - logp):
+ * kind 1: k1 = logp - ref_logp; kind 2: k2 = 0.5 (logp - ref_logp)^2; kind 3: k3 = (r - 1) - log r.
+ * kl, logp, ref_logp: (N). */
+void gl_kl_forward(float *kl, const float *logp, const float *ref_logp, int kind, int N);
+/* dlogp (N) += dkl[n] * d kl[n] / d logp[n]  (k1: 1, k2: logp - ref_logp, k3: 1 - r). */
+void gl_kl_backward(float *dlogp, const float *logp, const float *ref_logp, const float *dkl,
+                    int kind, int N);
+
+typedef struct {
+    float accuracy;        /* fraction of pairs with chosen reward > rejected reward */
+    float chosen_reward;   /* mean of chosen_rewards */
+    float rejected_reward; /* mean of rejected_rewards */
+    float margin;          /* mean of chosen - rejected rewards */
+} gl_dpo_stats;
+/* DPO sigmoid loss over P preference pairs, from sequence log-prob sums (P) each:
+ * implicit rewards c = beta (policy_chosen - ref_chosen), r = beta (policy_rejected -
+ * ref_rejected); returns -mean_p log sigmoid(c_p - r_p). chosen_rewards, rejected_rewards: (P)
+ * or NULL; stats may be NULL. */
+float gl_dpo_forward(float *chosen_rewards, float *rejected_rewards, gl_dpo_stats *stats,
+                     const float *policy_chosen, const float *policy_rejected,
+                     const float *ref_chosen, const float *ref_rejected, float beta, int P);
+/* dpolicy_chosen (P) += -dloss/P beta sigmoid(r - c); dpolicy_rejected (P) += the opposite. */
+void gl_dpo_backward(float *dpolicy_chosen, float *dpolicy_rejected, const float *policy_chosen,
+                     const float *policy_rejected, const float *ref_chosen,
+                     const float *ref_rejected, float beta, float dloss, int P);
 
 /* ==== optim.c: AdamW, gradient clipping, schedule ======================================= */
-/* (declared by optim.c's section below) */
+
+/* One AdamW step (PyTorch semantics) on a tensor of n floats, in place. t >= 1 is the number
+ * of this step (bias correction). p, m, v, g: (n); p, m, v are updated:
+ *   p *= 1 - lr wd;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+ *   p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). */
+void gl_adamw_update(float *p, float *m, float *v, const float *g, float lr, float beta1,
+                     float beta2, float eps, float weight_decay, int t, size_t n);
+/* sum_i x_i^2 of x (n), accumulated in double; deterministic for a fixed thread count (each
+ * thread sums a fixed contiguous range, the partial sums are added in thread order). */
+double gl_sumsq(const float *x, size_t n);
+/* x (n) *= s, in place. */
+void gl_scale(float *x, float s, size_t n);
+/* Learning rate at step (0-based): linear warmup lr_max (step + 1) / warmup for step < warmup,
+ * then cosine decay from lr_max to lr_min at step = total, lr_min after. */
+float gl_lr_cosine(int step, int warmup, int total, float lr_max, float lr_min);
 
 /* ==== model.c: the GPT-2 model ========================================================== */
 
