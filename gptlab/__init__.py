@@ -5,6 +5,10 @@ a small GPT-2 whose forward and backward passes live in a C core (`gptlab._core`
 """
 
 from . import _core
+from . import losses
+from .config import GPTConfig
+from .model import GPT
+from .optim import AdamW, CosineSchedule, cosine_schedule
 
 __version__ = "0.1.0"
 
@@ -19,4 +23,5 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
-__all__ = ["__version__", "set_num_threads", "get_num_threads"]
+__all__ = ["__version__", "set_num_threads", "get_num_threads", "GPTConfig", "GPT", "AdamW",
+           "CosineSchedule", "cosine_schedule", "losses"]
