@@ -194,6 +194,36 @@ __attribute__((target("avx2,fma"))) static inline void transpose8(__m256 r[8]) {
     r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
+/* dst[0:n] = the first n floats of v, 0 <= n <= 8, without touching dst[n:]. */
+__attribute__((target("avx2,fma"))) static inline void store_first(float *dst, __m256 v, int n) {
+    if (n == 8) {
+        _mm256_storeu_ps(dst, v);
+        return;
+    }
+    __m128 x = _mm256_castps256_ps128(v);
+    if (n >= 4) {
+        _mm_storeu_ps(dst, x);
+        x = _mm256_extractf128_ps(v, 1);
+        dst += 4;
+        n -= 4;
+    }
+    if (n >= 2) {
+        _mm_storel_pi((__m64 *)dst, x);
+        x = _mm_movehl_ps(x, x);
+        dst += 2;
+        n -= 2;
+    }
+    if (n) _mm_store_ss(dst, x);
+}
+
+/* The first n floats of src (0 <= n <= 8) in a vector, zeros after, reading only src[0:n]. */
+__attribute__((target("avx2,fma"))) static inline __m256 load_first(const float *src, int n) {
+    if (n == 8) return _mm256_loadu_ps(src);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+    return _mm256_maskload_ps(src, mask);
+}
+
 /* "cols" layout (k contiguous in src): transpose 8x8 blocks in registers. */
 __attribute__((target("avx2,fma"))) static void pack_cols_avx2(float *dst, const float *src,
                                                                ptrdiff_t ld, int w, int wv,
@@ -207,33 +237,24 @@ __attribute__((target("avx2,fma"))) static void pack_cols_avx2(float *dst, const
                                      : _mm256_setzero_ps();
             transpose8(r);
             const int n = w - i0 < 8 ? w - i0 : 8;
-            if (n == 8) {
-                for (int kk = 0; kk < 8; kk++) _mm256_storeu_ps(dst + (k + kk) * w + i0, r[kk]);
-            } else {
-                _Alignas(32) float t[8];
-                for (int kk = 0; kk < 8; kk++) {
-                    _mm256_store_ps(t, r[kk]);
-                    memcpy(dst + (k + kk) * w + i0, t, sizeof(float) * (size_t)n);
-                }
-            }
+            for (int kk = 0; kk < 8; kk++) store_first(dst + (k + kk) * w + i0, r[kk], n);
         }
     }
     for (; k < kc; k++)
         for (int i = 0; i < w; i++) dst[k * w + i] = i < wv ? src[(ptrdiff_t)i * ld + k] : 0.0f;
 }
 
-/* "rows" layout (i contiguous in src): straight copies, full vectors when the panel is full. */
+/* "rows" layout (i contiguous in src): copies of wv floats and zeros up to w, by vectors. */
 __attribute__((target("avx2,fma"))) static void pack_rows_avx2(float *dst, const float *src,
                                                                ptrdiff_t ld, int w, int wv,
                                                                int kc) {
-    if (wv == w && (w & 7) == 0) {
-        for (int k = 0; k < kc; k++) {
-            const float *s = src + (ptrdiff_t)k * ld;
-            float *d = dst + (ptrdiff_t)k * w;
-            for (int i = 0; i < w; i += 8) _mm256_storeu_ps(d + i, _mm256_loadu_ps(s + i));
+    for (int k = 0; k < kc; k++) {
+        const float *s = src + (ptrdiff_t)k * ld;
+        float *d = dst + (ptrdiff_t)k * w;
+        for (int i = 0; i < w; i += 8) {
+            const int nv = wv - i < 0 ? 0 : (wv - i < 8 ? wv - i : 8);
+            store_first(d + i, load_first(s + i, nv), w - i < 8 ? w - i : 8);
         }
-    } else {
-        pack_rows_portable(dst, src, ld, w, wv, kc);
     }
 }
 
@@ -289,14 +310,15 @@ __attribute__((target("avx512f"))) static void kernel_avx512(int kc, const float
 
 enum { ISA_PORTABLE, ISA_AVX2, ISA_AVX512, ISA_COUNT };
 
-/* Block sizes. AVX2 (Zen 3: 32 KB L1d, 512 KB L2): B micro-panel 16 x 256 floats = 16 KB in
- * L1, A block 144 x 256 = 144 KB in L2, B panel 256 x 4096 = 4 MB in L3.
+/* Block sizes. AVX2 (Zen 3: 32 KB L1d, 512 KB L2): B micro-panel 16 x 384 floats = 24 KB in
+ * L1, A block 144 x 384 = 216 KB in L2, B panel 384 x 4096 = 6 MB in L3 (KC 384 measured a
+ * few % faster than 256 on Zen 3: C is loaded and stored half as often).
  * AVX-512 (Zen 4/5, Skylake-X: 48/32 KB L1d, 1-2 MB L2): B micro-panel 32 x 192 = 24 KB. */
 static const isa_desc isa_table[ISA_COUNT] = {
     {"portable", P_MR, P_NR, 128, 256, 4096, kernel_portable, pack_rows_portable,
      pack_cols_portable},
 #if GL_X86
-    {"avx2", A2_MR, A2_NR, 144, 256, 4096, kernel_avx2, pack_rows_avx2, pack_cols_avx2},
+    {"avx2", A2_MR, A2_NR, 144, 384, 4096, kernel_avx2, pack_rows_avx2, pack_cols_avx2},
     {"avx512", A5_MR, A5_NR, 240, 192, 4096, kernel_avx512, pack_rows_avx2, pack_cols_avx2},
 #else
     {"avx2", 0, 0, 0, 0, 0, NULL, NULL, NULL},
@@ -347,9 +369,9 @@ int gl_gemm_set_isa(const char *name) {
 
 /* ---- packing buffers -------------------------------------------------------------------------- */
 
-/* Each thread keeps its buffers (slot 0: its A block, slot 1: the shared B panel when it is
- * the calling thread) and grows them when a larger problem comes; no allocation per call in
- * steady state. Returns NULL if memory runs out. */
+/* The calling thread keeps the packed A super-block (slot 0) and B panel (slot 1) and grows
+ * them when a larger problem comes: no allocation per call in steady state. Thread-local, so
+ * concurrent calls from several threads never share them. Returns NULL if memory runs out. */
 static float *thread_buffer(int slot, size_t nfloats) {
     static _Thread_local float *buf[2];
     static _Thread_local size_t cap[2];
@@ -364,6 +386,10 @@ static float *thread_buffer(int slot, size_t nfloats) {
 
 /* ---- the blocked driver ---------------------------------------------------------------------- */
 
+/* Rows of A packed at once (a multiple of every MR): bounds the packed A buffer to
+ * MS x KC floats (4 MB for KC = 256), which lives in L3 next to the B panel. */
+#define MS 4080
+
 typedef struct {
     const isa_desc *d;
     int transA, transB, M, N, K;
@@ -371,100 +397,97 @@ typedef struct {
     const float *A, *B;
     float *C;
     ptrdiff_t lda, ldb, ldc;
-    float *bpack; /* shared B panel: KC x round_up(min(N, NC), NR) */
-    int failed;
+    float *apack; /* A super-block: MS x KC, MR-tall micro-panels */
+    float *bpack; /* B panel: KC x round_up(min(N, NC), NR), NR-wide micro-panels */
 } gemm_job;
 
 static inline int min_int(int a, int b) { return a < b ? a : b; }
 static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
-/* Splits nth threads into a tm x tn grid (tm row ranges, tn column-panel ranges), choosing the
- * split with the least estimated time of the slowest thread: its share of the FMAs (at 16 per
- * cycle) plus re-packing of A, which every column group repeats. */
-static void choose_grid(const gemm_job *g, int nth, int *tm_out, int *tn_out) {
+/* Cuts an mt x np grid of tiles (tile rows x column panels) into nmb x nnb near-equal work
+ * items. One thread: row blocks of at most MC rows (the A block L2 holds). Several threads: a
+ * multiple of nth items, at least 4 per thread where the tiles allow, so that threads taking
+ * items dynamically finish together, even when another process steals part of a core. */
+static void plan_items(const isa_desc *d, int mt, int np, int nth, int *nmb, int *nnb) {
+    int m = ceil_div(mt, d->mc / d->mr), n = 1;
+    if (nth > 1) {
+        m = min_int(ceil_div(m, nth) * nth, mt);
+        if (m < 4 * nth) n = min_int(ceil_div(4 * nth, m), ceil_div(np, 4));
+    }
+    *nmb = m;
+    *nnb = n;
+}
+
+/* One tile of C from packed micro-panels; edge tiles go through a buffer so that only the
+ * valid part is written, with the same arithmetic as the kernel's store. */
+static void tile(const gemm_job *g, const float *ap, const float *bp, int kc, int i, int j,
+                 float beta) {
     const isa_desc *d = g->d;
-    const int mt = ceil_div(g->M, d->mr), np = ceil_div(g->N, d->nr);
-    double best = 0.0;
-    for (int tm = nth; tm >= 1; tm--) {
-        if (nth % tm) continue;
-        const int tn = nth / tm;
-        const double rows = (double)ceil_div(mt, tm) * d->mr;
-        const double cols = (double)ceil_div(np, tn) * d->nr;
-        const double cost = rows * cols * g->K / 16.0 + 2.0 * rows * g->K * ceil_div(g->N, d->nc);
-        if (tm == nth || cost < best) {
-            best = cost;
-            *tm_out = tm;
-            *tn_out = tn;
-        }
+    const int MR = d->mr, NR = d->nr, mv = min_int(MR, g->M - i), nv = min_int(NR, g->N - j);
+    float *c = g->C + i * g->ldc + j;
+    if (mv == MR && nv == NR) {
+        d->kernel(kc, ap, bp, c, g->ldc, g->alpha, beta);
+        return;
+    }
+    _Alignas(ALIGN) float edge[MAX_MR * MAX_NR];
+    d->kernel(kc, ap, bp, edge, NR, 1.0f, 0.0f);
+    for (int ii = 0; ii < mv; ii++) {
+        float *ci = c + ii * g->ldc;
+        const float *e = edge + ii * NR;
+        if (beta == 0.0f)
+            for (int jj = 0; jj < nv; jj++) ci[jj] = g->alpha * e[jj];
+        else
+            for (int jj = 0; jj < nv; jj++) ci[jj] = g->alpha * e[jj] + beta * ci[jj];
     }
 }
 
-/* The work of thread tid of nth (all threads call it; barriers keep them in step). */
-static void gemm_thread(gemm_job *g, int tid, int nth) {
+/* The loops around the micro-kernel, run by every thread of the team (or by the caller alone:
+ * the worksharing loops then run all their iterations). Packing and work items are handed out
+ * dynamically; which thread computes a tile never changes its value, because every tile sums
+ * k in the same order, so results are bitwise reproducible for any thread count. */
+static void gemm_loops(const gemm_job *g, int nth) {
     const isa_desc *d = g->d;
     const int MR = d->mr, NR = d->nr, M = g->M, N = g->N, K = g->K;
-    int tm = 1, tn = 1;
-    choose_grid(g, nth, &tm, &tn);
-    const int ti = tid / tn, tj = tid % tn;
-    const int mt = ceil_div(M, MR);
-    const int m0 = mt * ti / tm * MR, m1 = min_int(mt * (ti + 1) / tm * MR, M);
-
-    float *apack = thread_buffer(0, (size_t)d->mc * d->kc);
-    if (!apack) g->failed = 1; /* every thread writes the same value; read after the barrier */
-#pragma omp barrier
-    if (g->failed) return;
-    float *bpack = g->bpack;
-    _Alignas(ALIGN) float edge[MAX_MR * MAX_NR];
-
     for (int jc = 0; jc < N; jc += d->nc) {
         const int nc = min_int(d->nc, N - jc), np = ceil_div(nc, NR);
         for (int pc = 0; pc < K; pc += d->kc) {
             const int kc = min_int(d->kc, K - pc);
             const float beta = pc == 0 ? g->beta : 1.0f;
-            /* pack this thread's share of the B panel */
-            for (int p = np * tid / nth; p < np * (tid + 1) / nth; p++) {
-                const int j = jc + p * NR, wv = min_int(NR, N - j);
-                float *dst = bpack + (size_t)p * NR * kc;
-                if (g->transB) d->pack_cols(dst, g->B + j * g->ldb + pc, g->ldb, NR, wv, kc);
-                else d->pack_rows(dst, g->B + pc * g->ldb + j, g->ldb, NR, wv, kc);
-            }
-#pragma omp barrier
-            const int q0 = np * tj / tn, q1 = np * (tj + 1) / tn;
-            for (int ic = m0; ic < m1; ic += d->mc) {
-                const int mc = min_int(d->mc, m1 - ic);
-                for (int r = 0; r * MR < mc; r++) {
-                    const int i = ic + r * MR, wv = min_int(MR, m1 - i);
-                    float *dst = apack + (size_t)r * MR * kc;
-                    if (g->transA) d->pack_rows(dst, g->A + pc * g->lda + i, g->lda, MR, wv, kc);
-                    else d->pack_cols(dst, g->A + i * g->lda + pc, g->lda, MR, wv, kc);
+            for (int ms = 0; ms < M; ms += MS) {
+                const int mt = ceil_div(min_int(MS, M - ms), MR);
+                /* pack the A super-block, and the B panel on its first pass */
+                const int npack = mt + (ms == 0 ? np : 0);
+#pragma omp for schedule(dynamic, 4)
+                for (int t = 0; t < npack; t++) {
+                    if (t < mt) {
+                        const int i = ms + t * MR, wv = min_int(MR, M - i);
+                        float *dst = g->apack + (size_t)t * MR * kc;
+                        if (g->transA) d->pack_rows(dst, g->A + pc * g->lda + i, g->lda, MR, wv, kc);
+                        else d->pack_cols(dst, g->A + i * g->lda + pc, g->lda, MR, wv, kc);
+                    } else {
+                        const int p = t - mt, j = jc + p * NR, wv = min_int(NR, N - j);
+                        float *dst = g->bpack + (size_t)p * NR * kc;
+                        if (g->transB) d->pack_cols(dst, g->B + j * g->ldb + pc, g->ldb, NR, wv, kc);
+                        else d->pack_rows(dst, g->B + pc * g->ldb + j, g->ldb, NR, wv, kc);
+                    }
                 }
-                for (int p = q0; p < q1; p++) {
-                    const int j = jc + p * NR, nv = min_int(NR, N - j);
-                    const float *bp = bpack + (size_t)p * NR * kc;
-                    for (int r = 0; r * MR < mc; r++) {
-                        const int i = ic + r * MR, mv = min_int(MR, m1 - i);
-                        const float *ap = apack + (size_t)r * MR * kc;
-                        float *c = g->C + i * g->ldc + j;
-                        if (mv == MR && nv == NR) {
-                            d->kernel(kc, ap, bp, c, g->ldc, g->alpha, beta);
-                            continue;
-                        }
-                        /* edge tile: full tile into a buffer, then the valid part into C with
-                         * the same arithmetic as the kernel's store */
-                        d->kernel(kc, ap, bp, edge, NR, 1.0f, 0.0f);
-                        for (int ii = 0; ii < mv; ii++) {
-                            float *ci = c + ii * g->ldc;
-                            const float *e = edge + ii * NR;
-                            if (beta == 0.0f)
-                                for (int jj = 0; jj < nv; jj++) ci[jj] = g->alpha * e[jj];
-                            else
-                                for (int jj = 0; jj < nv; jj++)
-                                    ci[jj] = g->alpha * e[jj] + beta * ci[jj];
-                        }
+                /* multiply: item (b, c) covers tile rows [r0, r1) and panels [p0, p1);
+                 * panels outside, tile rows inside, so a B micro-panel stays in L1 */
+                int nmb, nnb;
+                plan_items(d, mt, np, nth, &nmb, &nnb);
+#pragma omp for schedule(dynamic, 1)
+                for (int item = 0; item < nmb * nnb; item++) {
+                    const int b = item / nnb, c = item % nnb;
+                    const int r0 = mt * b / nmb, r1 = mt * (b + 1) / nmb;
+                    const int p0 = np * c / nnb, p1 = np * (c + 1) / nnb;
+                    for (int p = p0; p < p1; p++) {
+                        const float *bp = g->bpack + (size_t)p * NR * kc;
+                        for (int r = r0; r < r1; r++)
+                            tile(g, g->apack + (size_t)r * MR * kc, bp, kc, ms + r * MR,
+                                 jc + p * NR, beta);
                     }
                 }
             }
-#pragma omp barrier
         }
     }
 }
@@ -493,14 +516,14 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
               const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     gemm_job g = {active_isa(), transA, transB, M, N, K < 0 ? 0 : K, alpha, beta, A, B, C,
-                  lda, ldb, ldc, NULL, 0};
-    if (g.K == 0) {
-        sgemm_simple(&g);
-        return;
-    }
+                  lda, ldb, ldc, NULL, NULL};
     const isa_desc *d = g.d;
-    g.bpack = thread_buffer(1, (size_t)d->kc * ceil_div(min_int(N, d->nc), d->nr) * d->nr);
-    if (!g.bpack) {
+    if (g.K > 0) {
+        const int kc = min_int(d->kc, g.K);
+        g.apack = thread_buffer(0, (size_t)kc * ceil_div(min_int(M, MS), d->mr) * d->mr);
+        g.bpack = thread_buffer(1, (size_t)kc * ceil_div(min_int(N, d->nc), d->nr) * d->nr);
+    }
+    if (!g.apack || !g.bpack) { /* K == 0, or out of memory */
         sgemm_simple(&g);
         return;
     }
@@ -512,15 +535,14 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
         if (work < (double)nth * GEMM_WORK_PER_THREAD) nth = (int)(work / GEMM_WORK_PER_THREAD);
     }
 #endif
-    if (nth <= 1) {
-        gemm_thread(&g, 0, 1);
-    } else {
-#pragma omp parallel num_threads(nth)
-        {
+    /* A team even of one thread: the worksharing loops inside must bind to this region, not
+     * to a caller's enclosing one (gl_sgemm called from inside a parallel loop). */
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
 #ifdef _OPENMP
-            gemm_thread(&g, omp_get_thread_num(), omp_get_num_threads());
+        gemm_loops(&g, omp_get_num_threads());
+#else
+        gemm_loops(&g, 1);
 #endif
-        }
     }
-    if (g.failed) sgemm_simple(&g);
 }
