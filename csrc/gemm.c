@@ -492,25 +492,39 @@ static void gemm_loops(const gemm_job *g, int nth) {
     }
 }
 
-/* Unblocked reference loops: used when K == 0 and if the packing buffers cannot be allocated. */
-static void sgemm_simple(const gemm_job *g) {
+/* Unblocked loops for tiny products (and K == 0, and if the packing buffers cannot be
+ * allocated): no packing, no threads. Row i of C is built in chunks of 64 columns, summing k
+ * in order, so the inner j loop vectorises when B is not transposed. */
+static void sgemm_small(const gemm_job *g) {
+    float acc[64];
     for (int i = 0; i < g->M; i++) {
         float *c = g->C + i * g->ldc;
-        for (int j = 0; j < g->N; j++) {
-            float s = 0.0f;
+        for (int j0 = 0; j0 < g->N; j0 += 64) {
+            const int nj = min_int(64, g->N - j0);
+            for (int j = 0; j < nj; j++) acc[j] = 0.0f;
             for (int k = 0; k < g->K; k++) {
                 const float a = g->transA ? g->A[k * g->lda + i] : g->A[i * g->lda + k];
-                const float b = g->transB ? g->B[j * g->ldb + k] : g->B[k * g->ldb + j];
-                s += a * b;
+                if (g->transB) {
+                    const float *b = g->B + j0 * g->ldb + k;
+                    for (int j = 0; j < nj; j++) acc[j] += a * b[j * g->ldb];
+                } else {
+                    const float *b = g->B + k * g->ldb + j0;
+                    for (int j = 0; j < nj; j++) acc[j] += a * b[j];
+                }
             }
-            c[j] = g->beta == 0.0f ? g->alpha * s : g->alpha * s + g->beta * c[j];
+            float *cj = c + j0;
+            if (g->beta == 0.0f)
+                for (int j = 0; j < nj; j++) cj[j] = g->alpha * acc[j];
+            else
+                for (int j = 0; j < nj; j++) cj[j] = g->alpha * acc[j] + g->beta * cj[j];
         }
     }
 }
 
-/* Products smaller than this many multiply-adds run on the calling thread alone; above it,
- * each extra thread needs at least this much work to pay for waking it. */
-#define GEMM_WORK_PER_THREAD (1 << 18)
+/* Products under SMALL_WORK multiply-adds take the unblocked loops; each extra thread needs
+ * at least WORK_PER_THREAD of them (~20 us on one core) to pay for waking it. */
+#define SMALL_WORK (32 * 32 * 32)
+#define WORK_PER_THREAD (1 << 20)
 
 void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc) {
@@ -518,21 +532,21 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
     gemm_job g = {active_isa(), transA, transB, M, N, K < 0 ? 0 : K, alpha, beta, A, B, C,
                   lda, ldb, ldc, NULL, NULL};
     const isa_desc *d = g.d;
-    if (g.K > 0) {
+    const double work = (double)M * N * K;
+    if (g.K > 0 && work >= SMALL_WORK) {
         const int kc = min_int(d->kc, g.K);
         g.apack = thread_buffer(0, (size_t)kc * ceil_div(min_int(M, MS), d->mr) * d->mr);
         g.bpack = thread_buffer(1, (size_t)kc * ceil_div(min_int(N, d->nc), d->nr) * d->nr);
     }
-    if (!g.apack || !g.bpack) { /* K == 0, or out of memory */
-        sgemm_simple(&g);
+    if (!g.apack || !g.bpack) { /* small, K == 0, or out of memory */
+        sgemm_small(&g);
         return;
     }
     int nth = 1;
 #ifdef _OPENMP
-    const double work = (double)M * N * K;
-    if (!omp_in_parallel() && work >= 2.0 * GEMM_WORK_PER_THREAD) {
+    if (!omp_in_parallel() && work >= 2.0 * WORK_PER_THREAD) {
         nth = omp_get_max_threads();
-        if (work < (double)nth * GEMM_WORK_PER_THREAD) nth = (int)(work / GEMM_WORK_PER_THREAD);
+        if (work < (double)nth * WORK_PER_THREAD) nth = (int)(work / WORK_PER_THREAD);
     }
 #endif
     /* A team even of one thread: the worksharing loops inside must bind to this region, not

@@ -77,11 +77,13 @@ def _check(ta, tb, A, B, C0, alpha, beta):
 
 
 # Edge sizes, sizes one off the register tiles (4x8, 6x16, 12x32), and sizes that cross the
-# cache blocks (MC 128..240, KC 192/256, NC 4096) so partial blocks are exercised.
+# cache blocks (MC 128..240, KC 192..384, NC 4096) so partial blocks are exercised. Products
+# under 32^3 multiply-adds take the unblocked path, so edge sizes appear in both regimes.
 SHAPES = [
     (1, 1, 1), (1, 7, 17), (7, 1, 65), (17, 63, 1), (63, 65, 7), (65, 17, 63),
+    (1, 300, 200), (300, 1, 200), (7, 200, 100), (200, 7, 65), (17, 63, 65),
     (5, 15, 31), (13, 33, 257), (6, 16, 256), (12, 32, 192), (25, 47, 193),
-    (145, 31, 300), (241, 9, 520), (3, 4100, 5), (70, 130, 770),
+    (145, 31, 400), (241, 9, 800), (3, 4100, 5), (70, 130, 770),
 ]
 
 
@@ -155,6 +157,33 @@ def test_sgemm_is_bitwise_reproducible_and_independent_of_thread_count(isa, thre
             results.append(C)
         for C in results[1:]:
             np.testing.assert_array_equal(C, results[0])
+
+
+def test_sgemm_called_from_several_python_threads_at_once(isa):
+    """The GIL is released and packing buffers are per calling thread: concurrent calls on
+    different arrays give the same results as calls one after another."""
+    import threading
+
+    rng = np.random.default_rng(13)
+    jobs = [_operands(rng, 150 + 10 * t, 170, 300 + t, 0, t % 2) for t in range(4)]
+    expected = []
+    for t, (A, B) in enumerate(jobs):
+        C = np.zeros((A.shape[0], 170), np.float32)
+        _core.sgemm(0, t % 2, A, B, C, 1.0, 0.0)
+        expected.append(C)
+    got = [np.zeros_like(C) for C in expected]
+
+    def work(t):
+        for _ in range(5):
+            _core.sgemm(0, t % 2, jobs[t][0], jobs[t][1], got[t], 1.0, 0.0)
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for C, E in zip(got, expected):
+        np.testing.assert_array_equal(C, E)
 
 
 def test_simd_paths_agree_with_portable_path():
