@@ -1,49 +1,562 @@
-/* Matrix multiplication: gl_sgemm and its instruction-set dispatch.
- * This first version is the portable path: C loops ordered so the inner loop streams rows,
- * parallel over rows of C. The packed SIMD kernels replace it behind the same API. */
+/* Matrix multiplication: gl_sgemm, C = alpha op(A) op(B) + beta C (row-major, see gptlab.h).
+ *
+ * The BLIS design, in five loops around a register-blocked micro-kernel:
+ *
+ *   for jc in N step NC:                 B panel  (KC x NC)  packed once, shared, lives in L3
+ *     for pc in K step KC:
+ *       pack B[pc:pc+KC, jc:jc+NC] into NR-wide micro-panels        (all threads share the work)
+ *       for ic in M step MC:             A block  (MC x KC)  packed per thread, lives in L2
+ *         pack A[ic:ic+MC, pc:pc+KC] into MR-tall micro-panels
+ *         for jr in NC step NR:          B micro-panel (KC x NR) stays in L1 across ir
+ *           for ir in MC step MR:
+ *             micro-kernel: C[MR x NR] (+)= A micro-panel @ B micro-panel, in registers
+ *
+ * Packing turns the four transposition cases into one: the micro-kernel always reads A as
+ * MR floats per k and B as NR floats per k, contiguous and aligned, so it can keep the whole
+ * MR x NR tile of C in vector registers and issue one FMA per loaded float of B per row.
+ * Panels at the edges are padded with zeros, so the kernel always computes a full tile;
+ * edge tiles go through a small buffer and only the valid part is written to C.
+ *
+ * Threads split C into a grid of rectangles (rows x column panels); each C element is computed
+ * by one thread, summing k in the same order whatever the thread count, so results are
+ * bitwise reproducible (and even independent of the thread count).
+ *
+ * Instruction sets, chosen at run time: AVX-512 (12x32 tile), AVX2+FMA (6x16 tile), and a
+ * portable C kernel (4x8 tile) that compiles anywhere, aarch64 included. */
 #include "gptlab.h"
 
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
-/* C (M,N) = alpha op(A) op(B) + beta C, row-major; see gptlab.h. */
-static void sgemm_portable(int transA, int transB, int M, int N, int K, float alpha,
-                           const float *A, int lda, const float *B, int ldb, float beta,
-                           float *C, int ldc) {
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < M; i++) {
-        float *c = C + (size_t)i * ldc;
-        if (beta == 0.0f) memset(c, 0, sizeof(float) * (size_t)N);
-        else if (beta != 1.0f) for (int j = 0; j < N; j++) c[j] *= beta;
-        if (!transB) {
-            for (int k = 0; k < K; k++) {
-                float a = alpha * (transA ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]);
-                const float *b = B + (size_t)k * ldb;
-                for (int j = 0; j < N; j++) c[j] += a * b[j];
-            }
-        } else {
-            for (int j = 0; j < N; j++) {
-                const float *b = B + (size_t)j * ldb;
-                float s = 0.0f;
-                if (!transA) {
-                    const float *a = A + (size_t)i * lda;
-                    for (int k = 0; k < K; k++) s += a[k] * b[k];
-                } else {
-                    for (int k = 0; k < K; k++) s += A[(size_t)k * lda + i] * b[k];
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define GL_X86 1
+#include <immintrin.h>
+#else
+#define GL_X86 0
+#endif
+
+/* Micro-kernel: C[MR x NR] = alpha * (a @ b) + beta * C, where a holds kc groups of MR floats
+ * (one column of A per k) and b holds kc groups of NR floats (one row of B per k).
+ * beta == 0 writes C without reading it (C may hold NaN). */
+typedef void (*kernel_fn)(int kc, const float *a, const float *b, float *c, ptrdiff_t ldc,
+                          float alpha, float beta);
+/* Packs a w-wide, kc-deep panel: dst[k*w + i] = element (k, i) for i < wv, 0 for wv <= i < w.
+ * "rows" layout: element (k, i) at src[k*ld + i]; "cols" layout: at src[i*ld + k]. */
+typedef void (*pack_fn)(float *dst, const float *src, ptrdiff_t ld, int w, int wv, int kc);
+
+typedef struct {
+    const char *name;
+    int mr, nr;         /* register tile */
+    int mc, kc, nc;     /* cache blocks: A block MC x KC (L2), B panel KC x NC (L3) */
+    kernel_fn kernel;
+    pack_fn pack_rows, pack_cols;
+} isa_desc;
+
+#define MAX_MR 16
+#define MAX_NR 32
+#define ALIGN 64
+
+/* ---- portable path ------------------------------------------------------------------------ */
+
+static void pack_rows_portable(float *dst, const float *src, ptrdiff_t ld, int w, int wv,
+                               int kc) {
+    for (int k = 0; k < kc; k++) {
+        const float *s = src + (ptrdiff_t)k * ld;
+        float *d = dst + (ptrdiff_t)k * w;
+        for (int i = 0; i < wv; i++) d[i] = s[i];
+        for (int i = wv; i < w; i++) d[i] = 0.0f;
+    }
+}
+
+static void pack_cols_portable(float *dst, const float *src, ptrdiff_t ld, int w, int wv,
+                               int kc) {
+    for (int i = 0; i < wv; i++) {
+        const float *s = src + (ptrdiff_t)i * ld;
+        for (int k = 0; k < kc; k++) dst[(ptrdiff_t)k * w + i] = s[k];
+    }
+    for (int i = wv; i < w; i++)
+        for (int k = 0; k < kc; k++) dst[(ptrdiff_t)k * w + i] = 0.0f;
+}
+
+#define P_MR 4
+#define P_NR 8
+
+/* Plain C, written so -O3 vectorises the j loops (SSE2 on x86-64, NEON on aarch64). */
+static void kernel_portable(int kc, const float *restrict a, const float *restrict b,
+                            float *restrict c, ptrdiff_t ldc, float alpha, float beta) {
+    float acc[P_MR][P_NR] = {{0.0f}};
+    for (int k = 0; k < kc; k++) {
+        for (int i = 0; i < P_MR; i++) {
+            const float ai = a[i];
+            for (int j = 0; j < P_NR; j++) acc[i][j] += ai * b[j];
+        }
+        a += P_MR;
+        b += P_NR;
+    }
+    for (int i = 0; i < P_MR; i++) {
+        float *ci = c + (ptrdiff_t)i * ldc;
+        if (beta == 0.0f)
+            for (int j = 0; j < P_NR; j++) ci[j] = alpha * acc[i][j];
+        else
+            for (int j = 0; j < P_NR; j++) ci[j] = alpha * acc[i][j] + beta * ci[j];
+    }
+}
+
+/* ---- AVX2 + FMA path ------------------------------------------------------------------------ */
+#if GL_X86
+
+#define A2_MR 6
+#define A2_NR 16
+
+/* 6x16 tile: 12 accumulators (6 rows x two 8-float vectors), 2 vectors of B, 1 broadcast of A:
+ * 15 of the 16 ymm registers. Per k: 2 loads + 6 broadcasts feed 12 FMAs, so both FMA pipes
+ * of Zen 3 / Haswell stay busy, and 12 independent chains cover the 4-cycle FMA latency. */
+__attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float *restrict a,
+                                                            const float *restrict b,
+                                                            float *restrict c, ptrdiff_t ldc,
+                                                            float alpha, float beta) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    for (int i = 0; i < A2_MR; i++) _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+#pragma GCC unroll 4
+    for (int k = 0; k < kc; k++) {
+        const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        __m256 ai;
+        ai = _mm256_broadcast_ss(a + 0);
+        c00 = _mm256_fmadd_ps(ai, b0, c00);
+        c01 = _mm256_fmadd_ps(ai, b1, c01);
+        ai = _mm256_broadcast_ss(a + 1);
+        c10 = _mm256_fmadd_ps(ai, b0, c10);
+        c11 = _mm256_fmadd_ps(ai, b1, c11);
+        ai = _mm256_broadcast_ss(a + 2);
+        c20 = _mm256_fmadd_ps(ai, b0, c20);
+        c21 = _mm256_fmadd_ps(ai, b1, c21);
+        ai = _mm256_broadcast_ss(a + 3);
+        c30 = _mm256_fmadd_ps(ai, b0, c30);
+        c31 = _mm256_fmadd_ps(ai, b1, c31);
+        ai = _mm256_broadcast_ss(a + 4);
+        c40 = _mm256_fmadd_ps(ai, b0, c40);
+        c41 = _mm256_fmadd_ps(ai, b1, c41);
+        ai = _mm256_broadcast_ss(a + 5);
+        c50 = _mm256_fmadd_ps(ai, b0, c50);
+        c51 = _mm256_fmadd_ps(ai, b1, c51);
+        a += A2_MR;
+        b += A2_NR;
+    }
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+#define STORE_ROW(i, lo, hi)                                                                     \
+    do {                                                                                         \
+        float *ci = c + (i) * ldc;                                                               \
+        __m256 r0 = _mm256_mul_ps(va, lo), r1 = _mm256_mul_ps(va, hi);                           \
+        if (beta != 0.0f) {                                                                      \
+            r0 = _mm256_add_ps(r0, _mm256_mul_ps(vb, _mm256_loadu_ps(ci)));                      \
+            r1 = _mm256_add_ps(r1, _mm256_mul_ps(vb, _mm256_loadu_ps(ci + 8)));                  \
+        }                                                                                        \
+        _mm256_storeu_ps(ci, r0);                                                                \
+        _mm256_storeu_ps(ci + 8, r1);                                                            \
+    } while (0)
+    STORE_ROW(0, c00, c01);
+    STORE_ROW(1, c10, c11);
+    STORE_ROW(2, c20, c21);
+    STORE_ROW(3, c30, c31);
+    STORE_ROW(4, c40, c41);
+    STORE_ROW(5, c50, c51);
+#undef STORE_ROW
+}
+
+/* In-register transpose of 8 rows of 8 floats: r[i][k] -> r[k][i]. */
+__attribute__((target("avx2,fma"))) static inline void transpose8(__m256 r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* dst[0:n] = the first n floats of v, 0 <= n <= 8, without touching dst[n:]. */
+__attribute__((target("avx2,fma"))) static inline void store_first(float *dst, __m256 v, int n) {
+    if (n == 8) {
+        _mm256_storeu_ps(dst, v);
+        return;
+    }
+    __m128 x = _mm256_castps256_ps128(v);
+    if (n >= 4) {
+        _mm_storeu_ps(dst, x);
+        x = _mm256_extractf128_ps(v, 1);
+        dst += 4;
+        n -= 4;
+    }
+    if (n >= 2) {
+        _mm_storel_pi((__m64 *)dst, x);
+        x = _mm_movehl_ps(x, x);
+        dst += 2;
+        n -= 2;
+    }
+    if (n) _mm_store_ss(dst, x);
+}
+
+/* The first n floats of src (0 <= n <= 8) in a vector, zeros after, reading only src[0:n]. */
+__attribute__((target("avx2,fma"))) static inline __m256 load_first(const float *src, int n) {
+    if (n == 8) return _mm256_loadu_ps(src);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+    return _mm256_maskload_ps(src, mask);
+}
+
+/* "cols" layout (k contiguous in src): transpose 8x8 blocks in registers. */
+__attribute__((target("avx2,fma"))) static void pack_cols_avx2(float *dst, const float *src,
+                                                               ptrdiff_t ld, int w, int wv,
+                                                               int kc) {
+    int k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        for (int i0 = 0; i0 < w; i0 += 8) {
+            __m256 r[8];
+            for (int ii = 0; ii < 8; ii++)
+                r[ii] = i0 + ii < wv ? _mm256_loadu_ps(src + (ptrdiff_t)(i0 + ii) * ld + k)
+                                     : _mm256_setzero_ps();
+            transpose8(r);
+            const int n = w - i0 < 8 ? w - i0 : 8;
+            for (int kk = 0; kk < 8; kk++) store_first(dst + (k + kk) * w + i0, r[kk], n);
+        }
+    }
+    for (; k < kc; k++)
+        for (int i = 0; i < w; i++) dst[k * w + i] = i < wv ? src[(ptrdiff_t)i * ld + k] : 0.0f;
+}
+
+/* "rows" layout (i contiguous in src): copies of wv floats and zeros up to w, by vectors. */
+__attribute__((target("avx2,fma"))) static void pack_rows_avx2(float *dst, const float *src,
+                                                               ptrdiff_t ld, int w, int wv,
+                                                               int kc) {
+    for (int k = 0; k < kc; k++) {
+        const float *s = src + (ptrdiff_t)k * ld;
+        float *d = dst + (ptrdiff_t)k * w;
+        for (int i = 0; i < w; i += 8) {
+            const int nv = wv - i < 0 ? 0 : (wv - i < 8 ? wv - i : 8);
+            store_first(d + i, load_first(s + i, nv), w - i < 8 ? w - i : 8);
+        }
+    }
+}
+
+/* ---- AVX-512 path ---------------------------------------------------------------------------- */
+
+#define A5_MR 12
+#define A5_NR 32
+
+/* 12x32 tile, the AVX2 kernel's structure with 16-float vectors: 24 accumulators, 2 vectors
+ * of B and 1 broadcast = 27 of the 32 zmm registers. (Not run on the development machine,
+ * which has no AVX-512; gl_gemm_set_isa("avx512") refuses on such CPUs.) */
+__attribute__((target("avx512f"))) static void kernel_avx512(int kc, const float *restrict a,
+                                                             const float *restrict b,
+                                                             float *restrict c, ptrdiff_t ldc,
+                                                             float alpha, float beta) {
+    __m512 lo[A5_MR], hi[A5_MR];
+#pragma GCC unroll 12
+    for (int i = 0; i < A5_MR; i++) {
+        lo[i] = _mm512_setzero_ps();
+        hi[i] = _mm512_setzero_ps();
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+    }
+#pragma GCC unroll 2
+    for (int k = 0; k < kc; k++) {
+        const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 12
+        for (int i = 0; i < A5_MR; i++) {
+            const __m512 ai = _mm512_set1_ps(a[i]);
+            lo[i] = _mm512_fmadd_ps(ai, b0, lo[i]);
+            hi[i] = _mm512_fmadd_ps(ai, b1, hi[i]);
+        }
+        a += A5_MR;
+        b += A5_NR;
+    }
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+    for (int i = 0; i < A5_MR; i++) {
+        float *ci = c + i * ldc;
+        __m512 r0 = _mm512_mul_ps(va, lo[i]), r1 = _mm512_mul_ps(va, hi[i]);
+        if (beta != 0.0f) {
+            r0 = _mm512_add_ps(r0, _mm512_mul_ps(vb, _mm512_loadu_ps(ci)));
+            r1 = _mm512_add_ps(r1, _mm512_mul_ps(vb, _mm512_loadu_ps(ci + 16)));
+        }
+        _mm512_storeu_ps(ci, r0);
+        _mm512_storeu_ps(ci + 16, r1);
+    }
+}
+
+#endif /* GL_X86 */
+
+/* ---- instruction-set table and dispatch ------------------------------------------------------ */
+
+enum { ISA_PORTABLE, ISA_AVX2, ISA_AVX512, ISA_COUNT };
+
+/* Block sizes. AVX2 (Zen 3: 32 KB L1d, 512 KB L2): B micro-panel 16 x 384 floats = 24 KB in
+ * L1, A block 144 x 384 = 216 KB in L2, B panel 384 x 4096 = 6 MB in L3 (KC 384 measured a
+ * few % faster than 256 on Zen 3: C is loaded and stored half as often).
+ * AVX-512 (Zen 4/5, Skylake-X: 48/32 KB L1d, 1-2 MB L2): B micro-panel 32 x 192 = 24 KB. */
+static const isa_desc isa_table[ISA_COUNT] = {
+    {"portable", P_MR, P_NR, 128, 256, 4096, kernel_portable, pack_rows_portable,
+     pack_cols_portable},
+#if GL_X86
+    {"avx2", A2_MR, A2_NR, 144, 384, 4096, kernel_avx2, pack_rows_avx2, pack_cols_avx2},
+    {"avx512", A5_MR, A5_NR, 240, 192, 4096, kernel_avx512, pack_rows_avx2, pack_cols_avx2},
+#else
+    {"avx2", 0, 0, 0, 0, 0, NULL, NULL, NULL},
+    {"avx512", 0, 0, 0, 0, 0, NULL, NULL, NULL},
+#endif
+};
+
+static int isa_supported(int isa) {
+    if (isa == ISA_PORTABLE) return 1;
+#if GL_X86
+    __builtin_cpu_init();
+    if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx512f");
+#endif
+    return 0;
+}
+
+static int best_isa(void) {
+    for (int isa = ISA_COUNT - 1; isa > ISA_PORTABLE; isa--)
+        if (isa_supported(isa)) return isa;
+    return ISA_PORTABLE;
+}
+
+static int current_isa = -1; /* -1: not chosen yet; the one global, as the conventions allow */
+
+static const isa_desc *active_isa(void) {
+    int isa = current_isa;
+    if (isa < 0) current_isa = isa = best_isa();
+    return &isa_table[isa];
+}
+
+const char *gl_gemm_isa(void) { return active_isa()->name; }
+
+int gl_gemm_set_isa(const char *name) {
+    if (strcmp(name, "auto") == 0) {
+        current_isa = best_isa();
+        return 0;
+    }
+    for (int isa = 0; isa < ISA_COUNT; isa++) {
+        if (strcmp(name, isa_table[isa].name) == 0) {
+            if (!isa_supported(isa)) return -1;
+            current_isa = isa;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* ---- packing buffers -------------------------------------------------------------------------- */
+
+/* The calling thread keeps the packed A super-block (slot 0) and B panel (slot 1) and grows
+ * them when a larger problem comes: no allocation per call in steady state. Thread-local, so
+ * concurrent calls from several threads never share them. Returns NULL if memory runs out. */
+static float *thread_buffer(int slot, size_t nfloats) {
+    static _Thread_local float *buf[2];
+    static _Thread_local size_t cap[2];
+    if (cap[slot] < nfloats) {
+        size_t bytes = (nfloats * sizeof(float) + ALIGN - 1) / ALIGN * ALIGN;
+        free(buf[slot]);
+        buf[slot] = aligned_alloc(ALIGN, bytes);
+        cap[slot] = buf[slot] ? nfloats : 0;
+    }
+    return buf[slot];
+}
+
+/* ---- the blocked driver ---------------------------------------------------------------------- */
+
+/* Rows of A packed at once (a multiple of every MR): bounds the packed A buffer to
+ * MS x KC floats (4 MB for KC = 256), which lives in L3 next to the B panel. */
+#define MS 4080
+
+typedef struct {
+    const isa_desc *d;
+    int transA, transB, M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    ptrdiff_t lda, ldb, ldc;
+    float *apack; /* A super-block: MS x KC, MR-tall micro-panels */
+    float *bpack; /* B panel: KC x round_up(min(N, NC), NR), NR-wide micro-panels */
+} gemm_job;
+
+static inline int min_int(int a, int b) { return a < b ? a : b; }
+static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+/* Cuts an mt x np grid of tiles (tile rows x column panels) into nmb x nnb near-equal work
+ * items. One thread: row blocks of at most MC rows (the A block L2 holds). Several threads: a
+ * multiple of nth items, at least 4 per thread where the tiles allow, so that threads taking
+ * items dynamically finish together, even when another process steals part of a core. */
+static void plan_items(const isa_desc *d, int mt, int np, int nth, int *nmb, int *nnb) {
+    int m = ceil_div(mt, d->mc / d->mr), n = 1;
+    if (nth > 1) {
+        m = min_int(ceil_div(m, nth) * nth, mt);
+        if (m < 4 * nth) n = min_int(ceil_div(4 * nth, m), ceil_div(np, 4));
+    }
+    *nmb = m;
+    *nnb = n;
+}
+
+/* One tile of C from packed micro-panels; edge tiles go through a buffer so that only the
+ * valid part is written, with the same arithmetic as the kernel's store. */
+static void tile(const gemm_job *g, const float *ap, const float *bp, int kc, int i, int j,
+                 float beta) {
+    const isa_desc *d = g->d;
+    const int MR = d->mr, NR = d->nr, mv = min_int(MR, g->M - i), nv = min_int(NR, g->N - j);
+    float *c = g->C + i * g->ldc + j;
+    if (mv == MR && nv == NR) {
+        d->kernel(kc, ap, bp, c, g->ldc, g->alpha, beta);
+        return;
+    }
+    _Alignas(ALIGN) float edge[MAX_MR * MAX_NR];
+    d->kernel(kc, ap, bp, edge, NR, 1.0f, 0.0f);
+    for (int ii = 0; ii < mv; ii++) {
+        float *ci = c + ii * g->ldc;
+        const float *e = edge + ii * NR;
+        if (beta == 0.0f)
+            for (int jj = 0; jj < nv; jj++) ci[jj] = g->alpha * e[jj];
+        else
+            for (int jj = 0; jj < nv; jj++) ci[jj] = g->alpha * e[jj] + beta * ci[jj];
+    }
+}
+
+/* The loops around the micro-kernel, run by every thread of the team (or by the caller alone:
+ * the worksharing loops then run all their iterations). Packing and work items are handed out
+ * dynamically; which thread computes a tile never changes its value, because every tile sums
+ * k in the same order, so results are bitwise reproducible for any thread count. */
+static void gemm_loops(const gemm_job *g, int nth) {
+    const isa_desc *d = g->d;
+    const int MR = d->mr, NR = d->nr, M = g->M, N = g->N, K = g->K;
+    for (int jc = 0; jc < N; jc += d->nc) {
+        const int nc = min_int(d->nc, N - jc), np = ceil_div(nc, NR);
+        for (int pc = 0; pc < K; pc += d->kc) {
+            const int kc = min_int(d->kc, K - pc);
+            const float beta = pc == 0 ? g->beta : 1.0f;
+            for (int ms = 0; ms < M; ms += MS) {
+                const int mt = ceil_div(min_int(MS, M - ms), MR);
+                /* pack the A super-block, and the B panel on its first pass */
+                const int npack = mt + (ms == 0 ? np : 0);
+#pragma omp for schedule(dynamic, 4)
+                for (int t = 0; t < npack; t++) {
+                    if (t < mt) {
+                        const int i = ms + t * MR, wv = min_int(MR, M - i);
+                        float *dst = g->apack + (size_t)t * MR * kc;
+                        if (g->transA) d->pack_rows(dst, g->A + pc * g->lda + i, g->lda, MR, wv, kc);
+                        else d->pack_cols(dst, g->A + i * g->lda + pc, g->lda, MR, wv, kc);
+                    } else {
+                        const int p = t - mt, j = jc + p * NR, wv = min_int(NR, N - j);
+                        float *dst = g->bpack + (size_t)p * NR * kc;
+                        if (g->transB) d->pack_cols(dst, g->B + j * g->ldb + pc, g->ldb, NR, wv, kc);
+                        else d->pack_rows(dst, g->B + pc * g->ldb + j, g->ldb, NR, wv, kc);
+                    }
                 }
-                c[j] += alpha * s;
+                /* multiply: item (b, c) covers tile rows [r0, r1) and panels [p0, p1);
+                 * panels outside, tile rows inside, so a B micro-panel stays in L1 */
+                int nmb, nnb;
+                plan_items(d, mt, np, nth, &nmb, &nnb);
+#pragma omp for schedule(dynamic, 1)
+                for (int item = 0; item < nmb * nnb; item++) {
+                    const int b = item / nnb, c = item % nnb;
+                    const int r0 = mt * b / nmb, r1 = mt * (b + 1) / nmb;
+                    const int p0 = np * c / nnb, p1 = np * (c + 1) / nnb;
+                    for (int p = p0; p < p1; p++) {
+                        const float *bp = g->bpack + (size_t)p * NR * kc;
+                        for (int r = r0; r < r1; r++)
+                            tile(g, g->apack + (size_t)r * MR * kc, bp, kc, ms + r * MR,
+                                 jc + p * NR, beta);
+                    }
+                }
             }
         }
     }
 }
 
+/* Unblocked loops for tiny products (and K == 0, and if the packing buffers cannot be
+ * allocated): no packing, no threads. Row i of C is built in chunks of 64 columns, summing k
+ * in order, so the inner j loop vectorises when B is not transposed. */
+static void sgemm_small(const gemm_job *g) {
+    float acc[64];
+    for (int i = 0; i < g->M; i++) {
+        float *c = g->C + i * g->ldc;
+        for (int j0 = 0; j0 < g->N; j0 += 64) {
+            const int nj = min_int(64, g->N - j0);
+            for (int j = 0; j < nj; j++) acc[j] = 0.0f;
+            for (int k = 0; k < g->K; k++) {
+                const float a = g->transA ? g->A[k * g->lda + i] : g->A[i * g->lda + k];
+                if (g->transB) {
+                    const float *b = g->B + j0 * g->ldb + k;
+                    for (int j = 0; j < nj; j++) acc[j] += a * b[j * g->ldb];
+                } else {
+                    const float *b = g->B + k * g->ldb + j0;
+                    for (int j = 0; j < nj; j++) acc[j] += a * b[j];
+                }
+            }
+            float *cj = c + j0;
+            if (g->beta == 0.0f)
+                for (int j = 0; j < nj; j++) cj[j] = g->alpha * acc[j];
+            else
+                for (int j = 0; j < nj; j++) cj[j] = g->alpha * acc[j] + g->beta * cj[j];
+        }
+    }
+}
+
+/* Products under SMALL_WORK multiply-adds take the unblocked loops; each extra thread needs
+ * at least WORK_PER_THREAD of them (~20 us on one core) to pay for waking it. */
+#define SMALL_WORK (32 * 32 * 32)
+#define WORK_PER_THREAD (1 << 20)
+
 void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
-    sgemm_portable(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-const char *gl_gemm_isa(void) { return "portable"; }
-
-int gl_gemm_set_isa(const char *name) {
-    return (strcmp(name, "portable") == 0 || strcmp(name, "auto") == 0) ? 0 : -1;
+    gemm_job g = {active_isa(), transA, transB, M, N, K < 0 ? 0 : K, alpha, beta, A, B, C,
+                  lda, ldb, ldc, NULL, NULL};
+    const isa_desc *d = g.d;
+    const double work = (double)M * N * K;
+    if (g.K > 0 && work >= SMALL_WORK) {
+        const int kc = min_int(d->kc, g.K);
+        g.apack = thread_buffer(0, (size_t)kc * ceil_div(min_int(M, MS), d->mr) * d->mr);
+        g.bpack = thread_buffer(1, (size_t)kc * ceil_div(min_int(N, d->nc), d->nr) * d->nr);
+    }
+    if (!g.apack || !g.bpack) { /* small, K == 0, or out of memory */
+        sgemm_small(&g);
+        return;
+    }
+    int nth = 1;
+#ifdef _OPENMP
+    if (!omp_in_parallel() && work >= 2.0 * WORK_PER_THREAD) {
+        nth = omp_get_max_threads();
+        if (work < (double)nth * WORK_PER_THREAD) nth = (int)(work / WORK_PER_THREAD);
+    }
+#endif
+    /* A team even of one thread: the worksharing loops inside must bind to this region, not
+     * to a caller's enclosing one (gl_sgemm called from inside a parallel loop). */
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+#ifdef _OPENMP
+        gemm_loops(&g, omp_get_num_threads());
+#else
+        gemm_loops(&g, 1);
+#endif
+    }
 }

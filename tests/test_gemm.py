@@ -1,0 +1,237 @@
+"""gl_sgemm (through gptlab._core.sgemm) against an independent float64 NumPy reference.
+
+C = alpha * op(A) @ op(B) + beta * C, row-major, on every instruction-set path this CPU runs,
+for the four transposition cases, sizes that are not multiples of any register tile or cache
+block, and the properties training relies on: beta = 0 overwrites garbage, results are
+bitwise reproducible.
+"""
+
+import numpy as np
+import pytest
+
+from gptlab import _core
+
+ALL_ISAS = ["portable", "avx2", "avx512"]
+
+
+def _available_isas() -> list:
+    found = []
+    for name in ALL_ISAS:
+        try:
+            _core.gemm_set_isa(name)
+            found.append(name)
+        except ValueError:
+            pass
+    _core.gemm_set_isa("auto")
+    return found
+
+
+ISAS = _available_isas()
+
+
+@pytest.fixture(params=ALL_ISAS)
+def isa(request):
+    """Forces one SIMD path for the test, skipped where the CPU (or build) lacks it."""
+    if request.param not in ISAS:
+        pytest.skip(f"{request.param} not available on this CPU/build")
+    _core.gemm_set_isa(request.param)
+    yield request.param
+    _core.gemm_set_isa("auto")
+
+
+@pytest.fixture
+def threads():
+    """Restores the thread count a test changes."""
+    n = _core.get_num_threads()
+    yield
+    _core.set_num_threads(n)
+
+
+def _operands(rng, M, N, K, ta, tb):
+    A = rng.standard_normal((K, M) if ta else (M, K)).astype(np.float32)
+    B = rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)
+    return A, B
+
+
+def _reference(ta, tb, A, B, C0, alpha, beta):
+    """float64 result and an elementwise bound on float32 rounding: 1e-4 of the magnitude
+    sum |alpha| |op(A)| @ |op(B)| + |beta C|, so entries near zero are judged fairly."""
+    a = (A.T if ta else A).astype(np.float64)
+    b = (B.T if tb else B).astype(np.float64)
+    ref = alpha * (a @ b)
+    scale = abs(alpha) * (np.abs(a) @ np.abs(b))
+    if beta != 0.0:
+        ref = ref + beta * C0.astype(np.float64)
+        scale = scale + abs(beta) * np.abs(C0.astype(np.float64))
+    return ref, 1e-4 * scale + 1e-30
+
+
+def _check(ta, tb, A, B, C0, alpha, beta):
+    C = C0.copy()
+    _core.sgemm(ta, tb, A, B, C, alpha, beta)
+    ref, tol = _reference(ta, tb, A, B, C0, alpha, beta)
+    assert np.all(np.isfinite(C))
+    bad = np.abs(C - ref) > tol
+    assert not bad.any(), f"{bad.sum()} entries off, worst {np.abs(C - ref).max():.3g}"
+    return C
+
+
+# Edge sizes, sizes one off the register tiles (4x8, 6x16, 12x32), and sizes that cross the
+# cache blocks (MC 128..240, KC 192..384, NC 4096) so partial blocks are exercised. Products
+# under 32^3 multiply-adds take the unblocked path, so edge sizes appear in both regimes.
+SHAPES = [
+    (1, 1, 1), (1, 7, 17), (7, 1, 65), (17, 63, 1), (63, 65, 7), (65, 17, 63),
+    (1, 300, 200), (300, 1, 200), (7, 200, 100), (200, 7, 65), (17, 63, 65),
+    (5, 15, 31), (13, 33, 257), (6, 16, 256), (12, 32, 192), (25, 47, 193),
+    (145, 31, 400), (241, 9, 800), (3, 4100, 5), (70, 130, 770),
+]
+
+
+@pytest.mark.parametrize("ta,tb", [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_sgemm_matches_float64_reference_in_all_transposition_cases(isa, ta, tb):
+    rng = np.random.default_rng(100 + 2 * ta + tb)
+    for M, N, K in SHAPES:
+        A, B = _operands(rng, M, N, K, ta, tb)
+        C0 = rng.standard_normal((M, N)).astype(np.float32)
+        _check(ta, tb, A, B, C0, 1.0, 0.0)
+        _check(ta, tb, A, B, C0, -0.75, 1.0)
+
+
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (2.5, 0.0), (-1.0, 1.0), (0.5, -2.0),
+                                        (1.0, 0.3), (0.0, 1.5)])
+def test_sgemm_applies_alpha_and_beta(isa, alpha, beta):
+    rng = np.random.default_rng(7)
+    for M, N, K in [(7, 17, 63), (65, 40, 300), (130, 100, 260)]:
+        for ta, tb in [(0, 0), (0, 1), (1, 0)]:
+            A, B = _operands(rng, M, N, K, ta, tb)
+            C0 = rng.standard_normal((M, N)).astype(np.float32)
+            _check(ta, tb, A, B, C0, alpha, beta)
+
+
+def test_sgemm_beta_zero_overwrites_nan_and_inf_garbage(isa):
+    rng = np.random.default_rng(3)
+    for M, N, K in [(1, 1, 1), (7, 17, 63), (65, 63, 300), (150, 70, 40)]:
+        for ta, tb in [(0, 0), (0, 1), (1, 0), (1, 1)]:
+            A, B = _operands(rng, M, N, K, ta, tb)
+            C0 = np.full((M, N), np.nan, np.float32)
+            C0[::2] = np.inf
+            C = C0.copy()
+            _core.sgemm(ta, tb, A, B, C, 1.0, 0.0)
+            ref, tol = _reference(ta, tb, A, B, np.zeros_like(C0), 1.0, 0.0)
+            assert np.all(np.abs(C - ref) <= tol)
+
+
+def test_sgemm_with_empty_inner_dimension_scales_c_by_beta(isa):
+    A = np.zeros((5, 0), np.float32)
+    B = np.zeros((0, 9), np.float32)
+    C = np.full((5, 9), np.nan, np.float32)
+    _core.sgemm(0, 0, A, B, C, 1.0, 0.0)
+    assert np.all(C == 0.0)
+    C = np.full((5, 9), 3.0, np.float32)
+    _core.sgemm(0, 0, A, B, C, 1.0, 0.5)
+    assert np.all(C == 1.5)
+
+
+def test_sgemm_training_shapes_large_enough_to_thread(isa):
+    """The three products of a linear layer's training step, BT=256, C=384, OC=1152 (scaled)."""
+    rng = np.random.default_rng(11)
+    BT, C_in, OC = 200, 192, 576
+    x = rng.standard_normal((BT, C_in)).astype(np.float32)
+    w = rng.standard_normal((C_in, OC)).astype(np.float32)
+    dy = rng.standard_normal((BT, OC)).astype(np.float32)
+    _check(0, 0, x, w, np.zeros((BT, OC), np.float32), 1.0, 0.0)           # y = x @ w
+    _check(0, 1, dy, w, rng.standard_normal((BT, C_in)).astype(np.float32), 1.0, 1.0)  # dx
+    _check(1, 0, x, dy, rng.standard_normal((C_in, OC)).astype(np.float32), 1.0, 1.0)  # dw
+
+
+def test_sgemm_is_bitwise_reproducible_and_independent_of_thread_count(isa, threads):
+    rng = np.random.default_rng(5)
+    for ta, tb, (M, N, K) in [(0, 0, (300, 200, 600)), (0, 1, (40, 500, 300)),
+                              (1, 0, (97, 300, 513))]:
+        A, B = _operands(rng, M, N, K, ta, tb)
+        results = []
+        for n in (1, 2, 2, 3):
+            _core.set_num_threads(n)
+            C = np.full((M, N), np.nan, np.float32)
+            _core.sgemm(ta, tb, A, B, C, 1.0, 0.0)
+            results.append(C)
+        for C in results[1:]:
+            np.testing.assert_array_equal(C, results[0])
+
+
+def test_sgemm_called_from_several_python_threads_at_once(isa):
+    """The GIL is released and packing buffers are per calling thread: concurrent calls on
+    different arrays give the same results as calls one after another."""
+    import threading
+
+    rng = np.random.default_rng(13)
+    jobs = [_operands(rng, 150 + 10 * t, 170, 300 + t, 0, t % 2) for t in range(4)]
+    expected = []
+    for t, (A, B) in enumerate(jobs):
+        C = np.zeros((A.shape[0], 170), np.float32)
+        _core.sgemm(0, t % 2, A, B, C, 1.0, 0.0)
+        expected.append(C)
+    got = [np.zeros_like(C) for C in expected]
+
+    def work(t):
+        for _ in range(5):
+            _core.sgemm(0, t % 2, jobs[t][0], jobs[t][1], got[t], 1.0, 0.0)
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for C, E in zip(got, expected):
+        np.testing.assert_array_equal(C, E)
+
+
+def test_simd_paths_agree_with_portable_path():
+    M, N, K = 77, 150, 333
+    outs = {}
+    for name in ISAS:
+        _core.gemm_set_isa(name)
+        for ta, tb in [(0, 0), (0, 1), (1, 0), (1, 1)]:
+            r = np.random.default_rng(ta * 2 + tb)
+            A, B = _operands(r, M, N, K, ta, tb)
+            C = np.zeros((M, N), np.float32)
+            _core.sgemm(ta, tb, A, B, C, 1.0, 0.0)
+            outs[name, ta, tb] = C
+    _core.gemm_set_isa("auto")
+    for (_name, ta, tb), C in outs.items():
+        np.testing.assert_allclose(C, outs["portable", ta, tb], rtol=1e-4, atol=1e-3)
+
+
+def test_gemm_isa_reports_the_forced_path_and_auto_picks_the_best():
+    for name in ISAS:
+        _core.gemm_set_isa(name)
+        assert _core.gemm_isa() == name
+    _core.gemm_set_isa("auto")
+    assert _core.gemm_isa() == ISAS[-1]
+
+
+def test_gemm_set_isa_refuses_unknown_names():
+    before = _core.gemm_isa()
+    with pytest.raises(ValueError, match="not available"):
+        _core.gemm_set_isa("sse9")
+    assert _core.gemm_isa() == before
+
+
+@pytest.mark.parametrize("args,exc", [
+    ((np.zeros((2, 3), np.float64), np.zeros((3, 4), np.float32), np.zeros((2, 4), np.float32)),
+     TypeError),
+    ((np.zeros((2, 3), np.float32), np.zeros((3, 4), np.float32), np.zeros((2, 4), np.int32)),
+     TypeError),
+    ((np.zeros((2, 3, 1), np.float32), np.zeros((3, 4), np.float32),
+      np.zeros((2, 4), np.float32)), ValueError),
+    ((np.zeros((2, 3), np.float32), np.zeros((5, 4), np.float32), np.zeros((2, 4), np.float32)),
+     ValueError),
+    ((np.zeros((2, 3), np.float32), np.zeros((3, 4), np.float32), np.zeros((2, 5), np.float32)),
+     ValueError),
+    ((np.zeros((3, 2), np.float32)[::2], np.zeros((2, 4), np.float32),
+      np.zeros((2, 4), np.float32)), ValueError),
+])
+def test_sgemm_refuses_bad_arrays(args, exc):
+    A, B, C = args
+    with pytest.raises(exc):
+        _core.sgemm(0, 0, A, B, C, 1.0, 0.0)
