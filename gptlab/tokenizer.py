@@ -24,7 +24,7 @@ Example::
     tok = Tokenizer.train(text, vocab_size=2048)
     ids = tok.encode("<|user|>Hi!<|end|>", allowed_special="all")
     tok.decode(ids)                         # '<|user|>Hi!<|end|>'
-    [tok.id_to_token(i) for i in ids]       # ['<|user|>', 'Hi', '!', '<|end|>']
+    [tok.id_to_token(i) for i in tok.encode(" the mat.")]   # e.g. ['Ġthe', 'Ġmat', '.']
 
 `id_to_token` shows ordinary tokens in GPT-2's printable byte alphabet (a space is shown
 as 'Ġ', a newline as 'Ċ'), the convention of Hugging Face's vocab.json files.
