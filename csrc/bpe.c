@@ -1247,7 +1247,7 @@ gl_bpe *gl_bpe_trainer_train(gl_bpe_trainer *tr, int vocab_size, char *err, size
     snprintf(err, errlen, "out of memory");
     if (!sym || !wl || !wstamp || bmap_init(&tokmap, 1024) != 0) goto done;
     for (size_t k = 0; k < tr->arena_n; k++) sym[k] = tr->arena[k];
-    memcpy(wl, tr->w_len, nw * sizeof(size_t));
+    if (nw > 0) memcpy(wl, tr->w_len, nw * sizeof(size_t));
     for (int b = 0; b < 256; b++) {
         uint8_t byte = (uint8_t)b;
         if (grow((void **)&tb, &tb_cap, tb_n + 1, 1) ||

@@ -1649,12 +1649,12 @@ static int bpe_allowed_arg(gl_bpe *t, PyObject *o, const int32_t **ids, int *n) 
                          (int)p[i]);
             return -1;
         }
-    *ids = p;
-    *n = (int)k; /* k <= number of specials < INT32_MAX once duplicates are excluded... */
     if (k > INT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "allowed_special: too many ids");
         return -1;
     }
+    *ids = p;
+    *n = (int)k;
     return 0;
 }
 

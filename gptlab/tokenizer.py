@@ -24,7 +24,7 @@ Example::
     tok = Tokenizer.train(text, vocab_size=2048)
     ids = tok.encode("<|user|>Hi!<|end|>", allowed_special="all")
     tok.decode(ids)                         # '<|user|>Hi!<|end|>'
-    [tok.id_to_token(i) for i in ids]       # ['<|user|>', 'Hi', '!', '<|end|>']
+    [tok.id_to_token(i) for i in tok.encode(" the mat.")]   # e.g. ['Ġthe', 'Ġmat', '.']
 
 `id_to_token` shows ordinary tokens in GPT-2's printable byte alphabet (a space is shown
 as 'Ġ', a newline as 'Ċ'), the convention of Hugging Face's vocab.json files.
@@ -145,7 +145,7 @@ class Tokenizer:
         self._tokens: list[bytes] = tokens
         self._merges: np.ndarray = merges
         self.special_tokens: dict[str, int] = {
-            tokens[i].decode("utf-8"): i for i in special_ids
+            tokens[i].decode("utf-8", "surrogatepass"): i for i in special_ids
         }
         self._special_names = {i: s for s, i in self.special_tokens.items()}
         self._all_special = np.array(sorted(special_ids), dtype=np.int32)
@@ -262,6 +262,11 @@ class Tokenizer:
         if not 0 <= i < len(self._tokens):
             raise ValueError(f"token id {i} is out of range [0, {len(self._tokens)})")
         return int(i)
+
+    def __reduce__(self):
+        """Pickling (and copy.deepcopy) rebuild the tokenizer from its tokens and merges."""
+        special = [i in self._special_names for i in range(len(self._tokens))]
+        return (Tokenizer._build, (list(self._tokens), special, self._merges.copy()))
 
     def __repr__(self) -> str:
         return (
@@ -450,7 +455,7 @@ class Tokenizer:
         for k, line in enumerate(merge_lines):
             if not line or (k == 0 and line.startswith("#version")):
                 continue
-            parts = line.split(" ")
+            parts = line.rstrip("\r").split(" ")
             if len(parts) != 2:
                 raise ValueError(f"{merges_txt} line {k + 1}: expected 'left right', got {line!r}")
             for p in parts:
