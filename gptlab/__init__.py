@@ -9,6 +9,7 @@ from . import losses
 from .config import GPTConfig
 from .model import GPT
 from .optim import AdamW, CosineSchedule, cosine_schedule
+from .tokenizer import SPECIAL_TOKENS, Tokenizer
 
 __version__ = "0.1.0"
 
@@ -24,4 +25,4 @@ def get_num_threads() -> int:
 
 
 __all__ = ["__version__", "set_num_threads", "get_num_threads", "GPTConfig", "GPT", "AdamW",
-           "CosineSchedule", "cosine_schedule", "losses"]
+           "CosineSchedule", "cosine_schedule", "losses", "Tokenizer", "SPECIAL_TOKENS"]
