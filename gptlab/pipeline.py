@@ -59,6 +59,8 @@ FULL: dict = {
     "ppo": {"steps": 80, "prompts": 1000, "batch_size": 32, "num_mini_batches": 2,
             "num_ppo_epochs": 4, "lr": 3e-5, "kl_coef": 0.05, "max_new_tokens": 32,
             "temperature": 1.0, "missing_eos_penalty": 1.0},
+    # DPO on the reward model's preference data, for the comparison (steps 0: skip)
+    "dpo": {"steps": 100, "beta": 0.1, "batch_size": 8, "lr": 1e-4, "warmup": 10},
     # probe sizes; rl_prompts: held-out prompts for before/after; best_of_n: 0 to skip
     "eval": {"cloze": 150, "fewshot": 120, "sft": 120, "rl_prompts": 150, "samples": 6,
              "best_of_n": 4},
@@ -76,6 +78,7 @@ FAST: dict = {
     "ppo": {"steps": 3, "prompts": 48, "batch_size": 16, "num_mini_batches": 2,
             "num_ppo_epochs": 2, "lr": 3e-5, "kl_coef": 0.05, "max_new_tokens": 20,
             "temperature": 1.0, "missing_eos_penalty": 1.0},
+    "dpo": {"steps": 0, "beta": 0.1, "batch_size": 4, "lr": 1e-4, "warmup": 2},
     "eval": {"cloze": 40, "fewshot": 30, "sft": 30, "rl_prompts": 45, "samples": 3,
              "best_of_n": 0},
 }
@@ -132,7 +135,7 @@ class Stage:
 
 def load_stage(path: str | os.PathLike) -> Stage:
     """Load a stage folder written by one of the ``*_stage`` functions (model + tokenizer)."""
-    path = os.fspath(path)
+    path = os.path.abspath(os.fspath(path))
     meta_path = os.path.join(path, "stage.json")
     if not os.path.isfile(meta_path):
         raise FileNotFoundError(f"{path}: not a gptlab stage folder (no stage.json)")
@@ -148,8 +151,11 @@ def load_stage(path: str | os.PathLike) -> Stage:
         model = GPT.load(os.path.join(path, "model.safetensors"))
     else:
         raise ValueError(f"{meta_path}: unknown stage {name!r}")
+    parent = meta.get("parent")
+    if parent:
+        parent = os.path.normpath(os.path.join(path, parent))
     return Stage(name, path, meta.get("summary", {}), model, tok, None, meta.get("settings", {}),
-                 meta.get("parent"), int(meta.get("seed", 0)), meta.get("preset", "small"))
+                 parent, int(meta.get("seed", 0)), meta.get("preset", "small"))
 
 
 def _as_stage(prev, expected: str) -> Stage:
@@ -185,10 +191,25 @@ def write_jsonl(path: str, rows) -> None:
             f.write(json.dumps(_finite(r)) + "\n")
 
 
-def _save_stage(st: Stage) -> None:
+CHECKPOINT = {"pretrain": "model.safetensors", "sft": "model.safetensors",
+              "reward": "reward_model.safetensors", "ppo": "model.safetensors"}
+
+
+def save_stage(st: Stage) -> None:
+    """Write a stage's folder: its model checkpoint, ``tokenizer.json`` beside it,
+    ``metrics.jsonl`` (one line per step of ``st.trainer.history``) and ``stage.json``
+    (headline figures, settings, parent folder). Every file is written atomically."""
+    if st.name not in CHECKPOINT:
+        raise ValueError(f"save_stage: unknown stage {st.name!r}; expected one of {STAGES}")
+    os.makedirs(st.dir, exist_ok=True)
+    st.model.save(os.path.join(st.dir, CHECKPOINT[st.name]))
+    _tok_save(st.tok, st.dir)
+    if st.trainer is not None:
+        write_jsonl(os.path.join(st.dir, "metrics.jsonl"), st.trainer.history)
+    parent = os.path.relpath(st.parent, st.dir) if st.parent else None  # folders can move
     save_json(os.path.join(st.dir, "stage.json"),
               _finite({"stage": st.name, "summary": st.summary, "settings": st.settings,
-                       "parent": st.parent, "seed": st.seed, "preset": st.preset}))
+                       "parent": parent, "seed": st.seed, "preset": st.preset}))
 
 
 def _tok_save(tok: Tokenizer, folder: str) -> None:
@@ -279,15 +300,12 @@ def pretrain_stage(out: str, preset: str = "small", fast: bool = False,
         "train_seconds": train_s,
     }
     os.makedirs(out, exist_ok=True)
-    model.save(os.path.join(out, "model.safetensors"))
-    _tok_save(tok, out)
-    write_jsonl(os.path.join(out, "metrics.jsonl"), trainer.history)
     _plot(out, "loss.png", lambda: _curves(trainer.history, ["loss", "val_loss"],
                                            "pretraining: next-token loss"), notes)
     summary["seconds"] = time.perf_counter() - t_start
     st = Stage("pretrain", os.path.abspath(out), summary, model, tok, trainer, s, None, seed,
                preset, {"world": world, "notes": notes})
-    _save_stage(st)
+    save_stage(st)
     log(f"pretrain: val loss {summary['val_loss']:.3f}, cloze {summary['cloze_accuracy']:.2f}, "
         f"few-shot {summary['fewshot_accuracy']:.2f} vs zero-shot "
         f"{summary['zeroshot_accuracy']:.2f} ({summary['seconds']:.0f} s)")
@@ -341,16 +359,13 @@ def sft_stage(prev, out: str, fast: bool = False, settings: dict | None = None,
         "tokens_per_s": _median(trainer.history, "tokens_per_s"), "train_seconds": train_s,
     }
     os.makedirs(out, exist_ok=True)
-    model.save(os.path.join(out, "model.safetensors"))
-    _tok_save(tok, out)
-    write_jsonl(os.path.join(out, "metrics.jsonl"), trainer.history)
     _plot(out, "loss.png", lambda: _curves(trainer.history, ["loss"],
                                            "SFT: loss on the reply tokens"), notes)
     summary["seconds"] = time.perf_counter() - t_start
     st = Stage("sft", os.path.abspath(out), summary, model, tok, trainer, s, base.dir, seed,
                base.preset, {"world": world, "notes": notes, "base": base,
                              "examples": after["examples"]})
-    _save_stage(st)
+    save_stage(st)
     log(f"sft: format adherence {summary['base_format_adherence']:.2f} -> "
         f"{summary['format_adherence']:.2f}, held-out accuracy "
         f"{summary['heldout_accuracy']:.2f} ({summary['seconds']:.0f} s)")
@@ -419,9 +434,6 @@ def reward_stage(prev, out: str, fast: bool = False, settings: dict | None = Non
         "tokens_per_s": per_step / step_s if step_s > 0 else float("nan"),
     }
     os.makedirs(out, exist_ok=True)
-    rm.save(os.path.join(out, "reward_model.safetensors"))
-    _tok_save(tok, out)
-    write_jsonl(os.path.join(out, "metrics.jsonl"), trainer.history)
     write_jsonl(os.path.join(out, "preferences.jsonl"), prefs)
     write_jsonl(os.path.join(out, "preferences_heldout.jsonl"), val)
     _plot(out, "accuracy.png", lambda: _rm_curves(trainer.history), notes)
@@ -430,10 +442,16 @@ def reward_stage(prev, out: str, fast: bool = False, settings: dict | None = Non
     st = Stage("reward", os.path.abspath(out), summary, rm, tok, trainer, s, sft.dir, seed,
                sft.preset, {"world": world, "notes": notes, "sft": sft, "preferences": prefs,
                             "val_preferences": val, "labeler": labeler})
-    _save_stage(st)
+    save_stage(st)
     log(f"reward: held-out pairwise accuracy {summary['heldout_pairwise_accuracy_before']:.2f}"
         f" -> {summary['heldout_pairwise_accuracy']:.2f} ({summary['seconds']:.0f} s)")
     return st
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """The objects of a JSON-lines file (one per non-empty line)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def _best_worst_rewards(rm, tok, records) -> tuple[np.ndarray, np.ndarray]:
@@ -537,17 +555,32 @@ def ppo_stage(prev, out: str, sft=None, fast: bool = False, settings: dict | Non
         summary["best_of_n"] = {"n": n_best, "gold_score": bo["gold_score"],
                                 "rm_score": bo["rm_score"],
                                 "behaviour": {k: float(bo["behaviour"][k]) for k in BEHAVIOURS}}
+    d = dict(s.get("dpo", {}))
+    dpo_steps = int(d.pop("steps", 0))
+    prefs = rst.extra.get("preferences")
+    if dpo_steps > 0 and prefs is None and os.path.isfile(os.path.join(rst.dir,
+                                                                        "preferences.jsonl")):
+        prefs = read_jsonl(os.path.join(rst.dir, "preferences.jsonl"))
+    if dpo_steps > 0 and prefs:
+        from .stages.dpo import DPOTrainer
+
+        log(f"ppo: DPO for comparison, {dpo_steps} steps on {len(prefs)} ranked prompts")
+        dpo_policy = ref.copy()
+        dpo = DPOTrainer(dpo_policy, ref, tok, prefs, max_steps=dpo_steps, seed=seed, **d)
+        dpo.train(dpo_steps, progress=progress)
+        do = evaluate_policy(dpo_policy, tok, held, labeler=labeler, reward_model=rm,
+                             max_new_tokens=max_new, temperature=0.0, seed=seed)
+        summary["dpo"] = {"steps": dpo.t, "gold_score": do["gold_score"],
+                          "rm_score": do["rm_score"],
+                          "behaviour": {k: float(do["behaviour"][k]) for k in BEHAVIOURS}}
     os.makedirs(out, exist_ok=True)
-    policy.save(os.path.join(out, "model.safetensors"))
-    _tok_save(tok, out)
-    write_jsonl(os.path.join(out, "metrics.jsonl"), trainer.history)
     _plot(out, "reward_curves.png", lambda: _ppo_curves(trainer.history), notes)
     _plot(out, "overoptimization.png", lambda: _overopt(trainer.history), notes)
     summary["seconds"] = time.perf_counter() - t_start
     st = Stage("ppo", os.path.abspath(out), summary, policy, tok, trainer, s, rst.dir, seed,
                rst.preset, {"world": world, "notes": notes, "ref": ref, "reward_model": rm,
                             "heldout": held, "labeler": labeler})
-    _save_stage(st)
+    save_stage(st)
     log(f"ppo: gold score {summary['gold_score_before']:+.3f} -> "
         f"{summary['gold_score_after']:+.3f}, RM score {summary['rm_score_before']:+.3f} -> "
         f"{summary['rm_score_after']:+.3f}, KL {summary['kl']:.3f} ({summary['seconds']:.0f} s)")
@@ -564,6 +597,30 @@ def _overopt(history):
     from . import plot
 
     return plot.overoptimization(history)
+
+
+# ---- load a stage, or build it (and the stages before it) -----------------------------------
+
+
+def ensure_stage(name: str, runs: str, fast: bool = False, settings: dict | None = None,
+                 seed: int = 0, preset: str = "small", progress: bool = True) -> Stage:
+    """The stage ``name`` from ``runs/name`` if it is there, else built now -- together with
+    any earlier stage that is missing -- with the pipeline's settings. This is how each
+    notebook can run on its own: it loads what the previous notebook saved, or rebuilds it."""
+    if name not in STAGES:
+        raise ValueError(f"ensure_stage: unknown stage {name!r}; expected one of {STAGES}")
+    folder = os.path.join(runs, name)
+    if os.path.isfile(os.path.join(folder, "stage.json")):
+        return load_stage(folder)
+    s = settings or settings_for(fast)
+    if name == "pretrain":
+        return pretrain_stage(folder, preset, fast, s, seed, progress=progress)
+    prev = ensure_stage(STAGES[STAGES.index(name) - 1], runs, fast, s, seed, preset, progress)
+    if name == "sft":
+        return sft_stage(prev, folder, fast, s, progress=progress)
+    if name == "reward":
+        return reward_stage(prev, folder, fast, s, progress=progress)
+    return ppo_stage(prev, folder, None, fast, s, progress=progress)
 
 
 # ---- the whole pipeline -----------------------------------------------------------------------
@@ -711,6 +768,9 @@ def report_markdown(r: dict) -> str:
         b = ppo["best_of_n"]
         L.append(f"| | best-of-{b['n']} sampling from SFT: gold score | "
                  f"{_fmt(b['gold_score'], '+.3f')} |")
+    if "dpo" in ppo:
+        L.append(f"| | DPO ({ppo['dpo']['steps']} steps) on the RM's preference data: gold "
+                 f"score | {_fmt(ppo['dpo']['gold_score'], '+.3f')} |")
     L.append(f"| | wall time / reply tokens sampled per s | {_fmt(ppo['seconds'], '.0f')} s / "
              f"{_fmt(ppo['tokens_per_s'], ',.0f')} |")
     L += ["", "Scores: the gold labeler's score in [-1, 1] of greedy replies to held-out "
@@ -753,6 +813,6 @@ def check_report(report: dict) -> list[str]:
     return bad
 
 
-__all__ = ["FULL", "FAST", "Stage", "settings_for", "load_stage", "pretrain_stage", "sft_stage",
-           "reward_stage", "ppo_stage", "run_pipeline", "report_markdown", "check_report",
-           "sample_table", "REPORT_KEYS"]
+__all__ = ["FULL", "FAST", "Stage", "settings_for", "load_stage", "save_stage", "ensure_stage",
+           "pretrain_stage", "sft_stage", "reward_stage", "ppo_stage", "run_pipeline",
+           "report_markdown", "check_report", "sample_table", "REPORT_KEYS"]

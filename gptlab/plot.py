@@ -231,16 +231,16 @@ def overoptimization(ppo_history: Sequence[dict], smooth: float = 0.6,
 
 
 def _token_strip(pieces: Sequence[str], colours: Sequence[str], title: str | None = None,
-                 legend: Sequence[tuple[str, str]] = (), width: int = 88,
-                 notes: Sequence[str] | None = None):
-    """Draw text pieces as coloured boxes, wrapped into lines of ``width`` characters."""
+                 legend: Sequence[tuple[str, str]] = (), width: int = 118):
+    """Draw text pieces as coloured boxes in a monospace font, wrapped into lines of about
+    ``width`` characters."""
     plt = _pyplot()
     from matplotlib.patches import Patch
 
     shown = [p.replace("\n", "\u21b5") if p else "\u2205" for p in pieces]
     lines, line, used = [], [], 0
     for i, p in enumerate(shown):
-        n = len(p) + 1
+        n = len(p) + 1.5  # a box's padding takes about one and a half characters
         if line and used + n > width:
             lines.append(line)
             line, used = [], 0
@@ -248,28 +248,26 @@ def _token_strip(pieces: Sequence[str], colours: Sequence[str], title: str | Non
         used += n
     if line:
         lines.append(line)
-    char_w, line_h = 1.0 / width, 1.0
-    fig_h = 0.45 * len(lines) + (0.9 if legend else 0.4) + (0.4 if title else 0)
-    fig, ax = plt.subplots(figsize=(11, fig_h))
+    fig_w, font = 11.0, 10
+    char_w = 0.602 * font / (0.98 * fig_w * 72)  # DejaVu Sans Mono: 0.602 em per character
+    head, foot = (0.45 if title else 0.1), (0.5 if legend else 0.1)
+    fig_h = 0.42 * len(lines) + head + foot
+    fig = plt.figure(figsize=(fig_w, fig_h))
+    ax = fig.add_axes([0.01, foot / fig_h, 0.98, 1 - (head + foot) / fig_h])
     ax.set_xlim(0, 1)
-    ax.set_ylim(-len(lines) * line_h, 0.2)
+    ax.set_ylim(len(lines), 0)
     ax.axis("off")
     for r, items in enumerate(lines):
         for i, col, p in items:
-            ax.text(col * char_w, -(r + 0.5) * line_h, p, family="monospace", fontsize=10,
-                    va="center", ha="left",
-                    bbox=dict(boxstyle="round,pad=0.15", facecolor=colours[i],
-                              edgecolor="#6c757d", linewidth=0.5))
-            if notes and notes[i]:
-                ax.text((col + len(p) / 2) * char_w, -(r + 0.98) * line_h, notes[i],
-                        fontsize=7, ha="center", va="center", color="#212529")
+            ax.text(col * char_w, r + 0.5, p, family="monospace", fontsize=font, va="center",
+                    ha="left", bbox=dict(boxstyle="round,pad=0.2", facecolor=colours[i],
+                                         edgecolor="#6c757d", linewidth=0.5))
     if legend:
-        ax.legend(handles=[Patch(facecolor=c, edgecolor="#6c757d", label=t) for t, c in legend],
-                  loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(legend),
-                  frameon=False)
+        fig.legend(handles=[Patch(facecolor=c, edgecolor="#6c757d", label=t)
+                            for t, c in legend],
+                   loc="lower center", ncol=len(legend), frameon=False)
     if title:
-        ax.set_title(title, loc="left")
-    fig.tight_layout()
+        fig.suptitle(title, x=0.01, y=1 - 0.1 / fig_h, ha="left", va="top", fontsize=11)
     return fig
 
 
@@ -304,7 +302,7 @@ def reward_tokens(tok, prompt_ids: Sequence[int], reply_ids: Sequence[int], rewa
 
 def ranking(responses: Sequence[str], rewards: Sequence[float] | None = None,
             scores: Sequence[float] | None = None, prompt: str | None = None,
-            max_chars: int = 48):
+            max_chars: int = 52):
     """A K-way ranking and the C(K,2) pairs the ranking loss is made of.
 
     ``responses`` are listed best first (rank 1 on top). Each arc joins a pair (better,
@@ -312,14 +310,17 @@ def ranking(responses: Sequence[str], rewards: Sequence[float] | None = None,
     ``-log sigmoid(r_better - r_worse)`` and drawn green when the model already agrees with
     the ranking, red when it does not. ``scores``: the labeler's scores, shown beside."""
     plt = _pyplot()
+    from matplotlib.patches import Arc
+
     K = len(responses)
     if K < 2:
         raise ValueError("ranking: expected at least 2 responses")
     if rewards is not None and len(rewards) != K:
         raise ValueError(f"rewards: expected {K} values, got {len(rewards)}")
-    fig, ax = plt.subplots(figsize=(11, 0.8 * K + 1.2))
-    ax.set_xlim(0, 1.35)
-    ax.set_ylim(K - 0.4, -0.9)
+    fig, ax = plt.subplots(figsize=(11, 0.75 * K + 1.3))
+    x_arc, step = 1.02, 0.09
+    ax.set_xlim(0, x_arc + step * (K - 1) + 0.16)
+    ax.set_ylim(K - 0.5, -0.6)
     ax.axis("off")
     for i, r in enumerate(responses):
         text = r if len(r) <= max_chars else r[: max_chars - 1] + "\u2026"
@@ -332,28 +333,28 @@ def ranking(responses: Sequence[str], rewards: Sequence[float] | None = None,
                 bbox=dict(boxstyle="round,pad=0.3", facecolor=COMPLETION_COLOUR,
                           edgecolor="#6c757d", linewidth=0.5))
         if extra:
-            ax.text(0.66, i, "  ".join(extra), fontsize=9, va="center", color="#343a40")
+            ax.text(0.80, i, "  ".join(extra), fontsize=9, va="center", color="#343a40")
     n_pairs, total = 0, 0.0
     for i in range(K):
         for j in range(i + 1, K):
             n_pairs += 1
-            x0 = 0.86 + 0.07 * (j - i)
-            colour = "#6c757d"
-            label = None
+            colour, label = "#6c757d", None
             if rewards is not None:
                 d = float(rewards[i]) - float(rewards[j])
-                loss = float(np.logaddexp(0.0, -d))
+                loss = float(np.logaddexp(0.0, -d))  # -log sigmoid(d)
                 total += loss
                 colour = "tab:green" if d > 0 else "tab:red"
                 label = f"{loss:.2f}"
-            ax.annotate("", xy=(0.84, j), xytext=(0.84, i),
-                        arrowprops=dict(arrowstyle="-", color=colour, linewidth=1.5,
-                                        connectionstyle=f"bar,fraction={0.12 * (j - i) / K}"))
+            rx = step * (j - i)
+            ax.add_patch(Arc((x_arc, (i + j) / 2), 2 * rx, j - i, theta1=-90, theta2=90,
+                             color=colour, linewidth=1.6))
             if label:
-                ax.text(x0 + 0.01, (i + j) / 2, label, fontsize=8, color=colour, va="center")
+                ax.text(x_arc + rx + 0.005, (i + j) / 2, label, fontsize=8, color=colour,
+                        va="center")
     head = f"{K} ranked replies give C({K},2) = {n_pairs} pairs"
     if rewards is not None:
         head += f"; ranking loss = mean over pairs = {total / n_pairs:.3f}"
+        head += " (green: the reward model agrees; number: the pair's loss)"
     ax.set_title((f"prompt: {prompt}\n" if prompt else "") + head, loc="left", fontsize=10)
     fig.tight_layout()
     return fig
@@ -441,20 +442,35 @@ def logprob_shift(labels: Sequence[str], before: Sequence[float], after: Sequenc
     return fig
 
 
-def bars(table: dict[str, dict], key: str, title: str | None = None, ylabel: str | None = None):
-    """Bar chart of one number across rows of a table ({row name: {key: value}}), e.g. the
-    gold score of SFT, best-of-n, PPO and DPO."""
+def bars(table: dict[str, dict], keys: str | Sequence[str], title: str | None = None,
+         ylabel: str | None = None):
+    """Bar chart of numbers across the rows of a table ({row name: {key: value}}), e.g. the
+    gold score of SFT, best-of-n, PPO and DPO; several ``keys`` give grouped bars (e.g. the
+    three behaviour rates, before and after PPO)."""
     plt = _pyplot()
-    names = [k for k, row in table.items() if isinstance(row.get(key), (int, float))]
-    vals = [float(table[k][key]) for k in names]
-    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2.5, 3.6))
-    b = ax.bar(names, vals, color="tab:blue", alpha=0.85)
-    for r, v in zip(b, vals, strict=True):
-        ax.text(r.get_x() + r.get_width() / 2, v, f"{v:+.3f}", ha="center",
-                va="bottom" if v >= 0 else "top", fontsize=9)
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    names = [k for k, row in table.items()
+             if any(isinstance(row.get(key), (int, float)) for key in keys)]
+    if not names:
+        raise ValueError(f"bars: no row of the table has {keys}")
+    x = np.arange(len(names))
+    w = 0.8 / len(keys)
+    fig, ax = plt.subplots(figsize=(max(5.0, (1.2 + 0.5 * len(keys)) * len(names) + 2), 3.8))
+    for j, key in enumerate(keys):
+        vals = [float(table[n].get(key, np.nan)) for n in names]
+        b = ax.bar(x + (j - (len(keys) - 1) / 2) * w, vals, w,
+                   label=_label(key) if len(keys) > 1 else None,
+                   color=None if len(keys) > 1 else "tab:blue", alpha=0.85)
+        for r, v in zip(b, vals, strict=True):
+            if math.isfinite(v):
+                ax.text(r.get_x() + r.get_width() / 2, v, f"{v:.2f}", ha="center",
+                        va="bottom" if v >= 0 else "top", fontsize=8)
+    ax.set_xticks(x, names)
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_ylabel(ylabel or _label(key))
+    ax.set_ylabel(ylabel or (_label(keys[0]) if len(keys) == 1 else "value"))
     ax.grid(alpha=0.3, axis="y")
+    if len(keys) > 1:
+        ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
     fig.tight_layout()
