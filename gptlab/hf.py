@@ -186,21 +186,39 @@ def _split_tensors(tensors: dict[str, np.ndarray], where: str) -> tuple[dict, di
     return trunk, rest
 
 
+def _expected_shapes(c: GPTConfig) -> dict[str, tuple]:
+    """Name -> shape of every trunk tensor (GPT2Model's state_dict, as in ``model.params``)."""
+    C = c.n_embd
+    shapes = {"wte.weight": (c.vocab_size, C), "wpe.weight": (c.block_size, C)}
+    for i in range(c.n_layer):
+        for name, shape in (("ln_1.weight", (C,)), ("ln_1.bias", (C,)),
+                            ("attn.c_attn.weight", (C, 3 * C)), ("attn.c_attn.bias", (3 * C,)),
+                            ("attn.c_proj.weight", (C, C)), ("attn.c_proj.bias", (C,)),
+                            ("ln_2.weight", (C,)), ("ln_2.bias", (C,)),
+                            ("mlp.c_fc.weight", (C, 4 * C)), ("mlp.c_fc.bias", (4 * C,)),
+                            ("mlp.c_proj.weight", (4 * C, C)), ("mlp.c_proj.bias", (C,))):
+            shapes[f"h.{i}.{name}"] = shape
+    shapes.update({"ln_f.weight": (C,), "ln_f.bias": (C,)})
+    return shapes
+
+
 def _load_trunk(config: GPTConfig, trunk: dict[str, np.ndarray], where: str,
                 prefix: str) -> GPT:
-    model = GPT(config)
-    for name, p in model.params.items():
+    """Check every tensor against the config (before allocating anything), then build."""
+    expected = _expected_shapes(config)
+    for name, shape in expected.items():
         if name not in trunk:
             raise ValueError(f"{where}: missing tensor {prefix + name!r}")
-        if tuple(trunk[name].shape) != p.shape:
+        if tuple(trunk[name].shape) != shape:
             raise ValueError(f"{where}: tensor {prefix + name!r} has shape "
-                             f"{tuple(trunk[name].shape)}; config.json implies {p.shape}")
-    extra = sorted(set(trunk) - set(model.params))
+                             f"{tuple(trunk[name].shape)}; config.json implies {shape}")
+    extra = sorted(set(trunk) - set(expected))
     if extra:
         raise ValueError(f"{where}: unexpected tensor {prefix + extra[0]!r} (config.json says "
                          f"n_layer={config.n_layer})")
+    model = GPT(config)
     try:
-        model.load_state_dict(trunk)
+        model.load_state_dict(trunk)  # strict: also catches any drift from model.params
     except ValueError as e:  # NaN/Inf: the message names the tensor
         raise ValueError(f"{where}: {e}") from None
     return model

@@ -183,6 +183,7 @@ def test_gptlab_hf_gptlab_round_trip_is_bit_exact(tmp_path):
     model.save_hf(tmp_path)
     back = gl.GPT.from_hf(tmp_path)
     assert back.config == model.config
+    assert hf._expected_shapes(model.config) == {k: p.shape for k, p in model.params.items()}
     for k, p in model.params.items():
         assert np.array_equal(back.params[k], p), k
 
