@@ -281,3 +281,19 @@ class GPT:
         except ValueError as e:
             raise ValueError(f"{os.fspath(path)}: {e}") from None
         return model
+
+    # -- Hugging Face ----------------------------------------------------------------------
+    @classmethod
+    def from_hf(cls, path: str | os.PathLike, drop_untied_head: bool = False) -> GPT:
+        """Load a Hugging Face GPT-2 folder (config.json + model.safetensors), any size; see
+        :func:`gptlab.hf.load_gpt2_folder`."""
+        from .hf import load_gpt2_folder
+        return load_gpt2_folder(path, drop_untied_head=drop_untied_head)
+
+    def save_hf(self, path: str | os.PathLike, tokenizer=None, *, bos_token_id: int | None = None,
+                eos_token_id: int | None = None, pad_token_id: int | None = None) -> None:
+        """Write a folder ``transformers.AutoModelForCausalLM.from_pretrained`` loads (with the
+        tokenizer files when ``tokenizer`` is given); see :func:`gptlab.hf.save_gpt2_folder`."""
+        from .hf import save_gpt2_folder
+        save_gpt2_folder(self, path, tokenizer, bos_token_id=bos_token_id,
+                         eos_token_id=eos_token_id, pad_token_id=pad_token_id)

@@ -497,3 +497,18 @@ class Tokenizer:
             f.write("#version: 0.2\n")
             for a, b in self._merges.tolist():
                 f.write(f"{names[a]} {names[b]}\n")
+
+    # ---- Hugging Face folders ------------------------------------------------------------
+
+    @classmethod
+    def from_hf(cls, path: str | os.PathLike) -> Tokenizer:
+        """Read a Hugging Face tokenizer folder (tokenizer.json, or vocab.json + merges.txt);
+        see :func:`gptlab.hf.load_tokenizer_folder`."""
+        from .hf import load_tokenizer_folder
+        return load_tokenizer_folder(path)
+
+    def save_hf(self, path: str | os.PathLike, model_max_length: int | None = None) -> None:
+        """Write a folder ``transformers.AutoTokenizer.from_pretrained`` loads; see
+        :func:`gptlab.hf.save_tokenizer_folder`."""
+        from .hf import save_tokenizer_folder
+        save_tokenizer_folder(self, path, model_max_length)
