@@ -475,3 +475,21 @@ def test_best_of_n_keeps_the_reward_models_favourite(tok):
                            [s.ended for s in best])
     np.testing.assert_allclose(again, scores.max(1), rtol=1e-5, atol=1e-6)
     assert [s.prompt for s in best] == prompts
+
+
+def test_drop_ties_keeps_one_reply_per_score_and_dpo_skips_tied_pairs(tok):
+    from gptlab.stages.dpo import preference_pairs
+    from gptlab.stages.reward import drop_ties
+    recs = [{"prompt": "p", "responses": ["a", "b", "c", "d"], "scores": [1.0, 1.0, 0.0, -1.0],
+             "ended": [True] * 4},
+            {"prompt": "q", "responses": ["e", "f"], "scores": [0.5, 0.5], "ended": [True] * 2},
+            {"prompt": "r", "responses": ["g", "h"]}]
+    out = drop_ties(recs)
+    assert [r["responses"] for r in out] == [["a", "c", "d"], ["g", "h"]]
+    assert out[0]["scores"] == [1.0, 0.0, -1.0]
+    pairs = preference_pairs(recs, "all")
+    assert [(p[1], p[3]) for p in pairs] == [("a", "c"), ("a", "d"), ("b", "c"), ("b", "d"),
+                                             ("c", "d"), ("g", "h")]
+    rm = RewardModel.from_gpt(tiny(tok))
+    with pytest.raises(ValueError):
+        RewardTrainer(rm, tok, [recs[1]])          # only ties: nothing to learn

@@ -43,7 +43,8 @@ def _reply_tokens(tok, prompt: str, response: str, ended: bool, max_len: int):
 
 def preference_pairs(data, pairs: str = "best_vs_worst") -> list[tuple]:
     """(prompt, chosen, chosen_ended, rejected, rejected_ended) from ranked or pairwise data:
-    ``best_vs_worst`` (one pair per prompt, the clearest signal) or ``all`` (every C(K,2))."""
+    ``best_vs_worst`` (one pair per prompt, the clearest signal) or ``all`` (every C(K,2)).
+    Pairs whose replies the labeler scored equally (``scores``) are left out."""
     if pairs not in ("best_vs_worst", "all"):
         raise ValueError(f"pairs: expected 'best_vs_worst' or 'all', got {pairs!r}")
     out = []
@@ -51,6 +52,8 @@ def preference_pairs(data, pairs: str = "best_vs_worst") -> list[tuple]:
         resp, ended, k = r["responses"], r["ended"], len(r["responses"])
         ij = [(0, k - 1)] if pairs == "best_vs_worst" else \
             [(i, j) for i in range(k) for j in range(i + 1, k)]
+        if "scores" in r:  # a tie is no preference
+            ij = [(i, j) for i, j in ij if r["scores"][i] != r["scores"][j]]
         out += [(r["prompt"], resp[i], ended[i], resp[j], ended[j]) for i, j in ij]
     return out
 

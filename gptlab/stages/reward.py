@@ -226,8 +226,8 @@ class RecordBatches(Batches):
 
 
 def as_ranked(data) -> list[dict]:
-    """Preference records as {prompt, responses (best first), ended}: ranked K-way records
-    (``responses``) are kept, pairwise ones (``chosen``/``rejected``) become K = 2."""
+    """Preference records as {prompt, responses (best first), ended[, scores]}: ranked K-way
+    records (``responses``) are kept, pairwise ones (``chosen``/``rejected``) become K = 2."""
     out = []
     for i, d in enumerate(data):
         if not isinstance(d, dict) or not isinstance(d.get("prompt"), str):
@@ -244,9 +244,31 @@ def as_ranked(data) -> list[dict]:
         ended = list(d.get("ended", [True] * len(resp)))
         if len(ended) != len(resp):
             raise ValueError(f"data[{i}]: 'ended' must have one flag per response")
-        out.append({"prompt": d["prompt"], "responses": resp, "ended": ended})
+        rec = {"prompt": d["prompt"], "responses": resp, "ended": ended}
+        if d.get("scores") is not None:
+            if len(d["scores"]) != len(resp):
+                raise ValueError(f"data[{i}]: 'scores' must have one score per response")
+            rec["scores"] = [float(x) for x in d["scores"]]
+        out.append(rec)
     if not out:
         raise ValueError("data: expected at least one preference record")
+    return out
+
+
+def drop_ties(records: list[dict]) -> list[dict]:
+    """Keep one reply per distinct labeler score in each record (the first, i.e. the random
+    tie-break's pick) and drop records left with fewer than 2: a tied pair carries no
+    preference, only noise for the loss and a coin flip for the accuracy. Records without
+    ``scores`` are kept whole."""
+    out = []
+    for r in records:
+        if "scores" not in r:
+            out.append(r)
+            continue
+        keep = [i for i, sc in enumerate(r["scores"]) if i == 0 or sc != r["scores"][i - 1]]
+        if len(keep) >= 2:
+            out.append({k: [r[k][i] for i in keep] if isinstance(r[k], list) else r[k]
+                        for k in r})
     return out
 
 
@@ -293,6 +315,9 @@ class RewardTrainer(Trainer):
     Each batch holds ``batch_size`` prompts; all K replies of a prompt are scored in the same
     forward pass and all C(K,2) of their pairs enter one row of ``losses.ranking_loss``.
     ``val_data`` (same format) gives the held-out pairwise accuracy every ``eval_every`` steps.
+    With ``drop_ties`` (default) records that carry the labeler's ``scores`` (as
+    ``build_preferences`` writes them) keep one reply per distinct score, so every pair of
+    the loss and of the accuracy is a real preference.
     """
 
     name = "reward"
@@ -302,8 +327,9 @@ class RewardTrainer(Trainer):
                  lr: float = 3e-4, min_lr: float | None = None, warmup: int = 10,
                  max_steps: int = 200, weight_decay: float = 0.0, grad_clip: float = 1.0,
                  margin: float = 0.0, center_coef: float = 0.0, eval_every: int = 25,
-                 seed: int = 0, on_nonfinite: str = "raise"):
+                 drop_ties: bool = True, seed: int = 0, on_nonfinite: str = "raise"):
         super().__init__(seed)
+        self.drop_ties = drop_ties
         if not isinstance(rm, RewardModel):
             raise TypeError(f"rm: expected a RewardModel, got {type(rm).__name__}")
         self.rm, self.tok = rm, tok
@@ -317,6 +343,10 @@ class RewardTrainer(Trainer):
 
     def _encode(self, records: list[dict]) -> list[list[list[int]]]:
         T = self.rm.config.block_size
+        if self.drop_ties:
+            records = drop_ties(records)
+            if not records:
+                raise ValueError("data: no record has two replies with different scores")
         return [encode_exchanges(self.tok, [r["prompt"]] * len(r["responses"]), r["responses"],
                                  r["ended"], T) for r in records]
 
@@ -393,4 +423,4 @@ class RewardTrainer(Trainer):
 
 
 __all__ = ["RewardModel", "RewardTrainer", "build_preferences", "encode_exchange",
-           "pad_rows", "as_ranked", "RecordBatches"]
+           "pad_rows", "as_ranked", "drop_ties", "RecordBatches"]
