@@ -267,14 +267,24 @@ class GPT:
     @classmethod
     def load(cls, path: str | os.PathLike) -> GPT:
         """Load a model written by :meth:`save`."""
-        tensors, meta = load_safetensors(path)
+        tensors, meta = load_safetensors(path, require_checksum=True)
+        for name, t in tensors.items():
+            if t.dtype != np.float32:
+                raise ValueError(f"{os.fspath(path)}: tensor {name!r} is {t.dtype}, expected "
+                                 "float32")
         if "gptlab.config" not in meta:
             raise ValueError(f"{os.fspath(path)}: not a gptlab checkpoint (no 'gptlab.config' "
                              "in its metadata)")
         try:
             cfg = GPTConfig(**json.loads(meta["gptlab.config"]))
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RecursionError) as e:
             raise ValueError(f"{os.fspath(path)}: invalid config in metadata: {e}") from None
+        # the tensors read from the file must fill the config exactly: checked before the
+        # model is allocated, so a small file cannot ask for a giant model
+        size = sum(int(t.size) for t in tensors.values())
+        if size != cfg.num_params():
+            raise ValueError(f"{os.fspath(path)}: the file holds {size} numbers but its config "
+                             f"{cfg} needs {cfg.num_params()}")
         model = cls(cfg)
         try:
             model.load_state_dict(tensors)
