@@ -55,7 +55,7 @@ PYEOF
     exit 0
 fi
 
-export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=1
+export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=1:max_allocation_size_mb=3072
 "$PY" -m pytest -q -p no:cacheprovider -k "not torch" \
     tests/test_layers.py tests/test_losses.py tests/test_model.py tests/test_tokenizer.py \
     tests/test_optim.py tests/test_fuzz.py "$@"

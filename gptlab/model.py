@@ -225,8 +225,9 @@ class GPT:
         out[:, :T0] = idx
         for b in range(B):
             out[b, lens[b]:T0] = pad
+        top_k = min(int(top_k or 0), c.vocab_size)  # k >= vocab_size keeps every token
         logp = self._core.generate(out, lens, int(max_new_tokens), float(temperature),
-                                   float(top_p or 1.0), int(top_k or 0), stops,
+                                   float(top_p or 1.0), top_k, stops,
                                    int(seed) & 0xFFFFFFFFFFFFFFFF, bool(return_logprobs))
         self._shape = None  # generation reuses the activation arena
         return (out, logp) if return_logprobs else out

@@ -494,8 +494,13 @@ def _api_campaign(n_examples: int) -> None:
         B, T = d.draw(st.integers(1, 3)), d.draw(st.integers(1, 12))
         return np.random.default_rng(B * T).integers(0, 41, (B, T))
 
+    SCALARS = [None, 0, -1, 2**31, 2**40, 2**70, -(2**70), 1e300, float("nan"), float("inf"),
+               "x", 1.5, True, np.int64(3), np.float32("nan"), np.array([2, 3])]
+
     def arg(d, good):
-        return good if d.draw(st.integers(0, 3)) else value(d)
+        """Mostly the good value; else a wrong scalar or a random array."""
+        k = d.draw(st.integers(0, 5), label="arg")
+        return value(d) if k == 0 else d.draw(st.sampled_from(SCALARS)) if k == 1 else good
 
     calls = {
         "forward": lambda d: model.forward(arg(d, good_idx(d))),
@@ -564,13 +569,14 @@ def _files_campaign(n_cases: int) -> None:
     import struct
     import tempfile
 
-    import numpy as np
-
     import gptlab as gl
 
     # An absurd allocation must fail loudly rather than succeed: cap the address space (the
-    # OpenMP runtime and numpy need some; 3 GB is far above what tiny files justify).
-    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+    # OpenMP runtime and numpy need some; 3 GB is far above what tiny files justify). Under
+    # AddressSanitizer, whose shadow memory needs terabytes of address space, the cap is
+    # ASan's own max_allocation_size_mb instead (set by .ci/sanitize.sh).
+    if "asan" not in os.environ.get("LD_PRELOAD", ""):
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
     rnd = random.Random(1234)
     d = tempfile.mkdtemp(prefix="gptlab-fuzz-")
     cfg = gl.GPTConfig(vocab_size=7, block_size=4, n_layer=1, n_head=1, n_embd=2)

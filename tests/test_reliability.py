@@ -201,7 +201,7 @@ def test_resumed_trainer_is_bit_identical_to_an_uninterrupted_run(make, world, t
             assert run.opt.v[k].tobytes() == full.opt.v[k].tobytes()
         assert numbers(run.history) == numbers(full.history)
     # and the data stream continues identically
-    for a, b in zip(full.batches.next(), resumed.batches.next()):
+    for a, b in zip(full.batches.next(), resumed.batches.next(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -458,3 +458,10 @@ def test_10000_steps_hold_rss_flat():
                        env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK: RSS flat" in r.stdout
+
+
+def test_generate_with_a_huge_top_k_keeps_every_token():
+    m = gl.GPT(gl.GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=1, n_embd=4))
+    idx = np.zeros((2, 1), np.int64)
+    a = m.generate(idx, 5, top_k=2**40, seed=3)
+    np.testing.assert_array_equal(a, m.generate(idx, 5, seed=3))
