@@ -263,10 +263,50 @@ __attribute__((target("avx2,fma"))) static void pack_rows_avx2(float *dst, const
 #define A5_MR 12
 #define A5_NR 32
 
+#ifdef GL_GEMM_EMULATE_AVX512
+/* Test builds only (-DGL_GEMM_EMULATE_AVX512): the AVX-512 kernel's source, unchanged, runs on
+ * an AVX2 machine with each 512-bit vector emulated by two 256-bit halves, so the 12x32 tile,
+ * its packing and blocking are tested where no AVX-512 CPU is at hand. */
+#define AVX512_TARGET "avx2,fma"
+typedef struct {
+    __m256 lo, hi;
+} emu512;
+#define EMU __attribute__((target("avx2,fma"))) static inline emu512
+EMU emu512_setzero_ps(void) { return (emu512){_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+EMU emu512_set1_ps(float x) { return (emu512){_mm256_set1_ps(x), _mm256_set1_ps(x)}; }
+EMU emu512_loadu_ps(const float *p) { return (emu512){_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+EMU emu512_load_ps(const float *p) { return (emu512){_mm256_load_ps(p), _mm256_load_ps(p + 8)}; }
+EMU emu512_mul_ps(emu512 a, emu512 b) {
+    return (emu512){_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)};
+}
+EMU emu512_add_ps(emu512 a, emu512 b) {
+    return (emu512){_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)};
+}
+EMU emu512_fmadd_ps(emu512 a, emu512 b, emu512 c) {
+    return (emu512){_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+}
+__attribute__((target("avx2,fma"))) static inline void emu512_storeu_ps(float *p, emu512 v) {
+    _mm256_storeu_ps(p, v.lo);
+    _mm256_storeu_ps(p + 8, v.hi);
+}
+#undef EMU
+#define __m512 emu512
+#define _mm512_setzero_ps emu512_setzero_ps
+#define _mm512_set1_ps emu512_set1_ps
+#define _mm512_loadu_ps emu512_loadu_ps
+#define _mm512_load_ps emu512_load_ps
+#define _mm512_mul_ps emu512_mul_ps
+#define _mm512_add_ps emu512_add_ps
+#define _mm512_fmadd_ps emu512_fmadd_ps
+#define _mm512_storeu_ps emu512_storeu_ps
+#else
+#define AVX512_TARGET "avx512f"
+#endif
+
 /* 12x32 tile, the AVX2 kernel's structure with 16-float vectors: 24 accumulators, 2 vectors
  * of B and 1 broadcast = 27 of the 32 zmm registers. (Not run on the development machine,
  * which has no AVX-512; gl_gemm_set_isa("avx512") refuses on such CPUs.) */
-__attribute__((target("avx512f"))) static void kernel_avx512(int kc, const float *restrict a,
+__attribute__((target(AVX512_TARGET))) static void kernel_avx512(int kc, const float *restrict a,
                                                              const float *restrict b,
                                                              float *restrict c, ptrdiff_t ldc,
                                                              float alpha, float beta) {
@@ -331,7 +371,13 @@ static int isa_supported(int isa) {
 #if GL_X86
     __builtin_cpu_init();
     if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx512f");
+#ifdef GL_GEMM_EMULATE_AVX512
+    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    if (isa == ISA_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+               __builtin_cpu_supports("fma");
+#endif
 #endif
     return 0;
 }
