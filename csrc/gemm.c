@@ -211,6 +211,9 @@ __attribute__((target("avx2,fma"))) static inline void transpose8(__m256 r[8]) {
     r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
+/* Rows ahead that the packing routines prefetch. */
+#define PACK_AHEAD 4
+
 /* dst[0:n] = the first n floats of v, 0 <= n <= 8, without touching dst[n:]. */
 __attribute__((target("avx2,fma"))) static inline void store_first(float *dst, __m256 v, int n) {
     if (n == 8) {
@@ -249,6 +252,9 @@ __attribute__((target("avx2,fma"))) static void pack_cols_avx2(float *dst, const
         const int pv = clamp_int(wv - p * w, 0, w);
         int k = 0;
         for (; k + 8 <= kc; k += 8) {
+            if ((k & 15) == 0) /* each of the w rows is a stream along k: fetch ahead */
+                for (int i = 0; i < pv; i++)
+                    _mm_prefetch((const char *)(src + (ptrdiff_t)i * ld + k + 64), _MM_HINT_T0);
             for (int i0 = 0; i0 < w; i0 += 8) {
                 __m256 r[8];
                 for (int ii = 0; ii < 8; ii++)
@@ -270,8 +276,12 @@ __attribute__((target("avx2,fma"))) static void pack_cols_avx2(float *dst, const
 __attribute__((target("avx2,fma"))) static void pack_rows_avx2(float *dst, const float *src,
                                                                ptrdiff_t ld, int w, int wv,
                                                                int kc, int np) {
+    const int width = wv < np * w ? wv : np * w; /* floats to read per row */
     for (int k = 0; k < kc; k++) {
         const float *s = src + (ptrdiff_t)k * ld;
+        if (k + PACK_AHEAD < kc) /* rows are ld apart: fetch a few ahead, line by line */
+            for (int i = 0; i < width; i += 16)
+                _mm_prefetch((const char *)(s + PACK_AHEAD * ld + i), _MM_HINT_T0);
         for (int p = 0; p < np; p++) {
             float *d = dst + ((ptrdiff_t)p * kc + k) * w;
             for (int i = 0; i < w; i += 8) {
