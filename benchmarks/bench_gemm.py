@@ -9,8 +9,9 @@ products per training step, each 2*M*K*N FLOPs:
 
 Both libraries run on the same arrays, writing into preallocated outputs, with the same
 thread count (gptlab via set_num_threads, OpenBLAS via threadpoolctl). Each library runs in
-blocks of calls, alternating, and the best time is kept (the machine may be shared). "% peak" divides by the FMA peak that
-../shared/tools/fma_peak.c measures (compiled here with -march=native), or --peak.
+blocks of calls, alternating, and the best time is kept (the machine may be shared).
+"% peak" divides by the FMA peak that ../shared/tools/fma_peak.c measures (compiled here with
+-march=native; best of three runs), or --peak.
 
 Run (OpenBLAS must pick its kernel for this CPU itself, so unset the overrides):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_gemm.py \
@@ -86,7 +87,8 @@ def operands(case: str, M: int, K: int, N: int, rng):
     return ours, theirs, out, out2
 
 
-def time_pair(f, g, repeat: int, rounds: int = 2) -> tuple[float, float]:
+def time_pair(f, g, repeat: int, rounds: int = 3,
+              clock=time.perf_counter) -> tuple[float, float]:
     """Best seconds of f and of g. Each round runs one untimed call and `repeat` timed calls of
     f, then of g (so one library's idle worker threads, which spin for a while after a call, are
     not measured against the other); the best time filters out other processes on the machine."""
@@ -95,9 +97,9 @@ def time_pair(f, g, repeat: int, rounds: int = 2) -> tuple[float, float]:
         for fn, is_f in ((f, True), (g, False)):
             fn()
             for _ in range(repeat):
-                t = time.perf_counter()
+                t = clock()
                 fn()
-                dt = time.perf_counter() - t
+                dt = clock() - t
                 if is_f:
                     best_f = min(best_f, dt)
                 else:
@@ -113,11 +115,17 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=0, help="timed calls per shape (0: auto)")
     ap.add_argument("--peak", type=float, default=None, help="FMA peak GFLOP/s (skip measuring)")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="with --threads 1: time by the thread's CPU time, not the wall clock "
+                         "(robust to other processes taking the core; not to their cache use)")
     args = ap.parse_args()
 
     from threadpoolctl import threadpool_info, threadpool_limits
 
     nt = args.threads
+    if args.cpu_time and nt != 1:
+        ap.error("--cpu-time needs --threads 1 (both libraries then run on the calling thread)")
+    clock = time.thread_time if args.cpu_time else time.perf_counter
     _core.set_num_threads(nt)
     blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
     info = blas[0] if blas else {}
@@ -128,7 +136,8 @@ def main() -> int:
     ms = args.M or ([2048] if args.quick else M_VALUES)
     kns = KN_VALUES[:2] if args.quick else KN_VALUES
 
-    print(f"gptlab gemm isa: {_core.gemm_isa()}, threads: {nt}")
+    print(f"gptlab gemm isa: {_core.gemm_isa()}, threads: {nt}, clock: "
+          f"{'thread CPU time' if args.cpu_time else 'wall'}")
     print(f"numpy {np.__version__}, BLAS: {info.get('internal_api')} {info.get('version')}, "
           f"kernel/corename: {info.get('architecture')}, threading: "
           f"{info.get('threading_layer')}")
@@ -150,7 +159,7 @@ def main() -> int:
                     ours, theirs, out, out2 = operands(case, M, K, N, rng)
                     flops = 2.0 * M * K * N
                     repeat = args.repeat or max(2, min(8, int(1e10 / flops)))
-                    t_ours, t_np = time_pair(ours, theirs, repeat)
+                    t_ours, t_np = time_pair(ours, theirs, repeat, clock=clock)
                     err = float(np.abs(out - out2).max() / (np.abs(out2).max() + 1e-30))
                     g_ours, g_np = flops / t_ours / 1e9, flops / t_np / 1e9
                     row = {"M": M, "K": K, "N": N, "case": case, "gptlab_gflops": g_ours,
@@ -187,7 +196,8 @@ def main() -> int:
         print(f"thread scaling (M=2048 K=768 N=2304 NN): {nt} threads = {scaling:.2f}x one thread")
 
     if args.json:
-        result = {"threads": nt, "gemm_isa": _core.gemm_isa(), "fma_peak_gflops": peak,
+        result = {"threads": nt, "clock": "cpu" if args.cpu_time else "wall",
+                  "gemm_isa": _core.gemm_isa(), "fma_peak_gflops": peak,
                   "blas": {k: info.get(k) for k in ("internal_api", "version", "architecture",
                                                     "threading_layer", "num_threads")},
                   "numpy": np.__version__, "machine": platform.processor() or platform.machine(),

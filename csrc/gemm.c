@@ -46,9 +46,12 @@
  * beta == 0 writes C without reading it (C may hold NaN). */
 typedef void (*kernel_fn)(int kc, const float *a, const float *b, float *c, ptrdiff_t ldc,
                           float alpha, float beta);
-/* Packs a w-wide, kc-deep panel: dst[k*w + i] = element (k, i) for i < wv, 0 for wv <= i < w.
+/* Packs np consecutive w-wide, kc-deep panels of a (kc x np*w) grid: panel p goes to
+ * dst + p*w*kc, with dst[p*w*kc + k*w + i] = element (k, p*w + i), or 0 past the wv valid
+ * columns (wv counts from the first panel; the zeros pad the last tile of the matrix).
  * "rows" layout: element (k, i) at src[k*ld + i]; "cols" layout: at src[i*ld + k]. */
-typedef void (*pack_fn)(float *dst, const float *src, ptrdiff_t ld, int w, int wv, int kc);
+typedef void (*pack_fn)(float *dst, const float *src, ptrdiff_t ld, int w, int wv, int kc,
+                        int np);
 
 typedef struct {
     const char *name;
@@ -64,24 +67,34 @@ typedef struct {
 
 /* ---- portable path ------------------------------------------------------------------------ */
 
+static inline int clamp_int(int x, int lo, int hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+/* rows layout, k outer: each row of src is read once, contiguously, across all np panels */
 static void pack_rows_portable(float *dst, const float *src, ptrdiff_t ld, int w, int wv,
-                               int kc) {
+                               int kc, int np) {
     for (int k = 0; k < kc; k++) {
         const float *s = src + (ptrdiff_t)k * ld;
-        float *d = dst + (ptrdiff_t)k * w;
-        for (int i = 0; i < wv; i++) d[i] = s[i];
-        for (int i = wv; i < w; i++) d[i] = 0.0f;
+        for (int p = 0; p < np; p++) {
+            float *d = dst + ((ptrdiff_t)p * kc + k) * w;
+            const int n = clamp_int(wv - p * w, 0, w);
+            for (int i = 0; i < n; i++) d[i] = s[p * w + i];
+            for (int i = n; i < w; i++) d[i] = 0.0f;
+        }
     }
 }
 
 static void pack_cols_portable(float *dst, const float *src, ptrdiff_t ld, int w, int wv,
-                               int kc) {
-    for (int i = 0; i < wv; i++) {
-        const float *s = src + (ptrdiff_t)i * ld;
-        for (int k = 0; k < kc; k++) dst[(ptrdiff_t)k * w + i] = s[k];
+                               int kc, int np) {
+    for (int p = 0; p < np; p++) {
+        float *d = dst + (ptrdiff_t)p * kc * w;
+        const int n = clamp_int(wv - p * w, 0, w);
+        for (int i = 0; i < n; i++) {
+            const float *s = src + (ptrdiff_t)(p * w + i) * ld;
+            for (int k = 0; k < kc; k++) d[(ptrdiff_t)k * w + i] = s[k];
+        }
+        for (int i = n; i < w; i++)
+            for (int k = 0; k < kc; k++) d[(ptrdiff_t)k * w + i] = 0.0f;
     }
-    for (int i = wv; i < w; i++)
-        for (int k = 0; k < kc; k++) dst[(ptrdiff_t)k * w + i] = 0.0f;
 }
 
 #define P_MR 4
@@ -127,9 +140,13 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float 
     __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
     __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
     __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-    for (int i = 0; i < A2_MR; i++) _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+    for (int i = 0; i < A2_MR; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
+    }
 #pragma GCC unroll 4
     for (int k = 0; k < kc; k++) {
+        _mm_prefetch((const char *)(a + 96), _MM_HINT_T0);
         const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
         __m256 ai;
         ai = _mm256_broadcast_ss(a + 0);
@@ -194,6 +211,9 @@ __attribute__((target("avx2,fma"))) static inline void transpose8(__m256 r[8]) {
     r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
+/* Rows ahead that the packing routines prefetch. */
+#define PACK_AHEAD 4
+
 /* dst[0:n] = the first n floats of v, 0 <= n <= 8, without touching dst[n:]. */
 __attribute__((target("avx2,fma"))) static inline void store_first(float *dst, __m256 v, int n) {
     if (n == 8) {
@@ -224,36 +244,50 @@ __attribute__((target("avx2,fma"))) static inline __m256 load_first(const float 
     return _mm256_maskload_ps(src, mask);
 }
 
-/* "cols" layout (k contiguous in src): transpose 8x8 blocks in registers. */
+/* "cols" layout (k contiguous in src): transpose 8x8 blocks in registers, panel by panel. */
 __attribute__((target("avx2,fma"))) static void pack_cols_avx2(float *dst, const float *src,
                                                                ptrdiff_t ld, int w, int wv,
-                                                               int kc) {
-    int k = 0;
-    for (; k + 8 <= kc; k += 8) {
-        for (int i0 = 0; i0 < w; i0 += 8) {
-            __m256 r[8];
-            for (int ii = 0; ii < 8; ii++)
-                r[ii] = i0 + ii < wv ? _mm256_loadu_ps(src + (ptrdiff_t)(i0 + ii) * ld + k)
-                                     : _mm256_setzero_ps();
-            transpose8(r);
-            const int n = w - i0 < 8 ? w - i0 : 8;
-            for (int kk = 0; kk < 8; kk++) store_first(dst + (k + kk) * w + i0, r[kk], n);
+                                                               int kc, int np) {
+    for (int p = 0; p < np; p++, dst += (ptrdiff_t)w * kc, src += (ptrdiff_t)w * ld) {
+        const int pv = clamp_int(wv - p * w, 0, w);
+        int k = 0;
+        for (; k + 8 <= kc; k += 8) {
+            if ((k & 15) == 0) /* each of the w rows is a stream along k: fetch ahead */
+                for (int i = 0; i < pv; i++)
+                    _mm_prefetch((const char *)(src + (ptrdiff_t)i * ld + k + 64), _MM_HINT_T0);
+            for (int i0 = 0; i0 < w; i0 += 8) {
+                __m256 r[8];
+                for (int ii = 0; ii < 8; ii++)
+                    r[ii] = i0 + ii < pv ? _mm256_loadu_ps(src + (ptrdiff_t)(i0 + ii) * ld + k)
+                                         : _mm256_setzero_ps();
+                transpose8(r);
+                const int n = w - i0 < 8 ? w - i0 : 8;
+                for (int kk = 0; kk < 8; kk++) store_first(dst + (k + kk) * w + i0, r[kk], n);
+            }
         }
+        for (; k < kc; k++)
+            for (int i = 0; i < w; i++)
+                dst[k * w + i] = i < pv ? src[(ptrdiff_t)i * ld + k] : 0.0f;
     }
-    for (; k < kc; k++)
-        for (int i = 0; i < w; i++) dst[k * w + i] = i < wv ? src[(ptrdiff_t)i * ld + k] : 0.0f;
 }
 
-/* "rows" layout (i contiguous in src): copies of wv floats and zeros up to w, by vectors. */
+/* "rows" layout (i contiguous in src), k outer: each row of src is read once, contiguously,
+ * across all np panels, by vectors (masked at the matrix edge). */
 __attribute__((target("avx2,fma"))) static void pack_rows_avx2(float *dst, const float *src,
                                                                ptrdiff_t ld, int w, int wv,
-                                                               int kc) {
+                                                               int kc, int np) {
+    const int width = wv < np * w ? wv : np * w; /* floats to read per row */
     for (int k = 0; k < kc; k++) {
         const float *s = src + (ptrdiff_t)k * ld;
-        float *d = dst + (ptrdiff_t)k * w;
-        for (int i = 0; i < w; i += 8) {
-            const int nv = wv - i < 0 ? 0 : (wv - i < 8 ? wv - i : 8);
-            store_first(d + i, load_first(s + i, nv), w - i < 8 ? w - i : 8);
+        if (k + PACK_AHEAD < kc) /* rows are ld apart: fetch a few ahead, line by line */
+            for (int i = 0; i < width; i += 16)
+                _mm_prefetch((const char *)(s + PACK_AHEAD * ld + i), _MM_HINT_T0);
+        for (int p = 0; p < np; p++) {
+            float *d = dst + ((ptrdiff_t)p * kc + k) * w;
+            for (int i = 0; i < w; i += 8) {
+                const int nv = clamp_int(wv - p * w - i, 0, 8);
+                store_first(d + i, load_first(s + p * w + i, nv), w - i < 8 ? w - i : 8);
+            }
         }
     }
 }
@@ -263,10 +297,50 @@ __attribute__((target("avx2,fma"))) static void pack_rows_avx2(float *dst, const
 #define A5_MR 12
 #define A5_NR 32
 
+#ifdef GL_GEMM_EMULATE_AVX512
+/* Test builds only (-DGL_GEMM_EMULATE_AVX512): the AVX-512 kernel's source, unchanged, runs on
+ * an AVX2 machine with each 512-bit vector emulated by two 256-bit halves, so the 12x32 tile,
+ * its packing and blocking are tested where no AVX-512 CPU is at hand. */
+#define AVX512_TARGET "avx2,fma"
+typedef struct {
+    __m256 lo, hi;
+} emu512;
+#define EMU __attribute__((target("avx2,fma"))) static inline emu512
+EMU emu512_setzero_ps(void) { return (emu512){_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+EMU emu512_set1_ps(float x) { return (emu512){_mm256_set1_ps(x), _mm256_set1_ps(x)}; }
+EMU emu512_loadu_ps(const float *p) { return (emu512){_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+EMU emu512_load_ps(const float *p) { return (emu512){_mm256_load_ps(p), _mm256_load_ps(p + 8)}; }
+EMU emu512_mul_ps(emu512 a, emu512 b) {
+    return (emu512){_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)};
+}
+EMU emu512_add_ps(emu512 a, emu512 b) {
+    return (emu512){_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)};
+}
+EMU emu512_fmadd_ps(emu512 a, emu512 b, emu512 c) {
+    return (emu512){_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+}
+__attribute__((target("avx2,fma"))) static inline void emu512_storeu_ps(float *p, emu512 v) {
+    _mm256_storeu_ps(p, v.lo);
+    _mm256_storeu_ps(p + 8, v.hi);
+}
+#undef EMU
+#define __m512 emu512
+#define _mm512_setzero_ps emu512_setzero_ps
+#define _mm512_set1_ps emu512_set1_ps
+#define _mm512_loadu_ps emu512_loadu_ps
+#define _mm512_load_ps emu512_load_ps
+#define _mm512_mul_ps emu512_mul_ps
+#define _mm512_add_ps emu512_add_ps
+#define _mm512_fmadd_ps emu512_fmadd_ps
+#define _mm512_storeu_ps emu512_storeu_ps
+#else
+#define AVX512_TARGET "avx512f"
+#endif
+
 /* 12x32 tile, the AVX2 kernel's structure with 16-float vectors: 24 accumulators, 2 vectors
  * of B and 1 broadcast = 27 of the 32 zmm registers. (Not run on the development machine,
  * which has no AVX-512; gl_gemm_set_isa("avx512") refuses on such CPUs.) */
-__attribute__((target("avx512f"))) static void kernel_avx512(int kc, const float *restrict a,
+__attribute__((target(AVX512_TARGET))) static void kernel_avx512(int kc, const float *restrict a,
                                                              const float *restrict b,
                                                              float *restrict c, ptrdiff_t ldc,
                                                              float alpha, float beta) {
@@ -331,7 +405,13 @@ static int isa_supported(int isa) {
 #if GL_X86
     __builtin_cpu_init();
     if (isa == ISA_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx512f");
+#ifdef GL_GEMM_EMULATE_AVX512
+    if (isa == ISA_AVX512) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    if (isa == ISA_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+               __builtin_cpu_supports("fma");
+#endif
 #endif
     return 0;
 }
@@ -389,6 +469,8 @@ static float *thread_buffer(int slot, size_t nfloats) {
 /* Rows of A packed at once (a multiple of every MR): bounds the packed A buffer to
  * MS x KC floats (4 MB for KC = 256), which lives in L3 next to the B panel. */
 #define MS 4080
+/* Micro-panels packed by one work item: rows of A^T / B are then read 8 panels at a time. */
+#define PACK_GROUP 8
 
 typedef struct {
     const isa_desc *d;
@@ -455,20 +537,28 @@ static void gemm_loops(const gemm_job *g, int nth) {
             const float beta = pc == 0 ? g->beta : 1.0f;
             for (int ms = 0; ms < M; ms += MS) {
                 const int mt = ceil_div(min_int(MS, M - ms), MR);
-                /* pack the A super-block, and the B panel on its first pass */
-                const int npack = mt + (ms == 0 ? np : 0);
-#pragma omp for schedule(dynamic, 4)
-                for (int t = 0; t < npack; t++) {
-                    if (t < mt) {
-                        const int i = ms + t * MR, wv = min_int(MR, M - i);
-                        float *dst = g->apack + (size_t)t * MR * kc;
-                        if (g->transA) d->pack_rows(dst, g->A + pc * g->lda + i, g->lda, MR, wv, kc);
-                        else d->pack_cols(dst, g->A + i * g->lda + pc, g->lda, MR, wv, kc);
+                /* pack the A super-block, and the B panel on its first pass, in groups of
+                 * PACK_GROUP micro-panels */
+                const int nga = ceil_div(mt, PACK_GROUP);
+                const int ngroups = nga + (ms == 0 ? ceil_div(np, PACK_GROUP) : 0);
+#pragma omp for schedule(dynamic, 1)
+                for (int t = 0; t < ngroups; t++) {
+                    if (t < nga) {
+                        const int t0 = t * PACK_GROUP, n = min_int(PACK_GROUP, mt - t0);
+                        const int i = ms + t0 * MR, wv = min_int(n * MR, M - i);
+                        float *dst = g->apack + (size_t)t0 * MR * kc;
+                        if (g->transA)
+                            d->pack_rows(dst, g->A + pc * g->lda + i, g->lda, MR, wv, kc, n);
+                        else
+                            d->pack_cols(dst, g->A + i * g->lda + pc, g->lda, MR, wv, kc, n);
                     } else {
-                        const int p = t - mt, j = jc + p * NR, wv = min_int(NR, N - j);
-                        float *dst = g->bpack + (size_t)p * NR * kc;
-                        if (g->transB) d->pack_cols(dst, g->B + j * g->ldb + pc, g->ldb, NR, wv, kc);
-                        else d->pack_rows(dst, g->B + pc * g->ldb + j, g->ldb, NR, wv, kc);
+                        const int p0 = (t - nga) * PACK_GROUP, n = min_int(PACK_GROUP, np - p0);
+                        const int j = jc + p0 * NR, wv = min_int(n * NR, N - j);
+                        float *dst = g->bpack + (size_t)p0 * NR * kc;
+                        if (g->transB)
+                            d->pack_cols(dst, g->B + j * g->ldb + pc, g->ldb, NR, wv, kc, n);
+                        else
+                            d->pack_rows(dst, g->B + pc * g->ldb + j, g->ldb, NR, wv, kc, n);
                     }
                 }
                 /* multiply: item (b, c) covers tile rows [r0, r1) and panels [p0, p1);

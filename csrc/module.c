@@ -763,6 +763,9 @@ static PyArrayObject *check_idx(ModelObject *self, PyObject *o, const char *name
         return NULL;
     }
     if (ids_check(a, name, c->vocab_size)) return NULL;
+    /* growing the arena drops the activations: a failure after this point (bad targets, no
+     * memory) must not leave backward() running on a forward pass that is gone */
+    self->B = self->T = 0, self->loss_ready = 0;
     int rc;
     Py_BEGIN_ALLOW_THREADS;
     rc = gl_model_reserve(self->m, (int)B, (int)T);

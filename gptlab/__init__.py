@@ -10,6 +10,10 @@ from .config import GPTConfig
 from .model import GPT
 from .optim import AdamW, CosineSchedule, cosine_schedule
 from .tokenizer import SPECIAL_TOKENS, Tokenizer
+from .chat import chat
+from . import data, stages
+from .stages.pretrain import Pretrainer
+from .stages.sft import SFTTrainer
 
 __version__ = "0.1.0"
 
@@ -25,4 +29,5 @@ def get_num_threads() -> int:
 
 
 __all__ = ["__version__", "set_num_threads", "get_num_threads", "GPTConfig", "GPT", "AdamW",
-           "CosineSchedule", "cosine_schedule", "losses", "Tokenizer", "SPECIAL_TOKENS"]
+           "CosineSchedule", "cosine_schedule", "losses", "Tokenizer", "SPECIAL_TOKENS", "chat", "data", "stages",
+           "Pretrainer", "SFTTrainer"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import struct
 import tempfile
@@ -91,10 +92,12 @@ def save_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray],
             f.write(memoryview(a).cast("B"))
 
 
-def load_safetensors(path: str | os.PathLike,
-                     verify: bool = True) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def load_safetensors(path: str | os.PathLike, verify: bool = True,
+                     require_checksum: bool = False
+                     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read a .safetensors file -> (tensors, metadata). Every field is checked; anything
-    malformed raises ValueError naming the file and the problem."""
+    malformed raises ValueError naming the file and the problem. With `require_checksum`
+    (gptlab's own checkpoints) a file whose checksum entry is missing is refused too."""
     path = os.fspath(path)
     with open(path, "rb") as f:
         data = f.read()
@@ -107,7 +110,7 @@ def load_safetensors(path: str | os.PathLike,
                          "bytes)")
     try:
         header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ValueError(f"{where} (header is not JSON: {e})") from None
     if not isinstance(header, dict):
         raise ValueError(f"{where} (header is not a JSON object)")
@@ -120,14 +123,18 @@ def load_safetensors(path: str | os.PathLike,
     for name, info in header.items():
         try:
             dtype = np.dtype(_DTYPES[info["dtype"]]).newbyteorder("<")
-            shape = [int(d) for d in info["shape"]]
-            lo, hi = (int(x) for x in info["data_offsets"])
+            shape, offsets = info["shape"], info["data_offsets"]
+            # JSON integers only: no floats (1e400 is inf), bools or strings
+            if not (isinstance(shape, list) and isinstance(offsets, list) and len(offsets) == 2
+                    and all(type(x) is int for x in shape + offsets)):
+                raise TypeError
+            lo, hi = offsets
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{where} (tensor {name!r} has a malformed entry: {info!r})") from None
         if any(d < 0 for d in shape) or not 0 <= lo <= hi <= len(body):
             raise ValueError(f"{where} (tensor {name!r}: offsets {lo}..{hi} outside the data "
                              f"of {len(body)} bytes, or negative shape)")
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        count = math.prod(shape)  # exact (Python ints): a huge shape cannot wrap around
         if count * dtype.itemsize != hi - lo:
             raise ValueError(f"{where} (tensor {name!r}: shape {shape} of {info['dtype']} needs "
                              f"{count * dtype.itemsize} bytes, entry has {hi - lo})")
@@ -138,6 +145,9 @@ def load_safetensors(path: str | os.PathLike,
     for (lo1, hi1, a), (lo2, _, b) in zip(spans, spans[1:]):
         if lo2 < hi1:
             raise ValueError(f"{where} (tensors {a!r} and {b!r} overlap)")
+    if verify and require_checksum and CHECKSUM_KEY not in meta:
+        raise ValueError(f"{path}: no '{CHECKSUM_KEY}' entry: not a gptlab checkpoint, or a "
+                         "corrupt one")
     if verify and CHECKSUM_KEY in meta:
         digest = hashlib.sha256()
         for lo, hi, _ in spans:

@@ -225,8 +225,9 @@ class GPT:
         out[:, :T0] = idx
         for b in range(B):
             out[b, lens[b]:T0] = pad
+        top_k = min(int(top_k or 0), c.vocab_size)  # k >= vocab_size keeps every token
         logp = self._core.generate(out, lens, int(max_new_tokens), float(temperature),
-                                   float(top_p or 1.0), int(top_k or 0), stops,
+                                   float(top_p or 1.0), top_k, stops,
                                    int(seed) & 0xFFFFFFFFFFFFFFFF, bool(return_logprobs))
         self._shape = None  # generation reuses the activation arena
         return (out, logp) if return_logprobs else out
@@ -267,17 +268,43 @@ class GPT:
     @classmethod
     def load(cls, path: str | os.PathLike) -> GPT:
         """Load a model written by :meth:`save`."""
-        tensors, meta = load_safetensors(path)
+        tensors, meta = load_safetensors(path, require_checksum=True)
+        for name, t in tensors.items():
+            if t.dtype != np.float32:
+                raise ValueError(f"{os.fspath(path)}: tensor {name!r} is {t.dtype}, expected "
+                                 "float32")
         if "gptlab.config" not in meta:
             raise ValueError(f"{os.fspath(path)}: not a gptlab checkpoint (no 'gptlab.config' "
                              "in its metadata)")
         try:
             cfg = GPTConfig(**json.loads(meta["gptlab.config"]))
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RecursionError) as e:
             raise ValueError(f"{os.fspath(path)}: invalid config in metadata: {e}") from None
+        # the tensors read from the file must fill the config exactly: checked before the
+        # model is allocated, so a small file cannot ask for a giant model
+        size = sum(int(t.size) for t in tensors.values())
+        if size != cfg.num_params():
+            raise ValueError(f"{os.fspath(path)}: the file holds {size} numbers but its config "
+                             f"{cfg} needs {cfg.num_params()}")
         model = cls(cfg)
         try:
             model.load_state_dict(tensors)
         except ValueError as e:
             raise ValueError(f"{os.fspath(path)}: {e}") from None
         return model
+
+    # -- Hugging Face ----------------------------------------------------------------------
+    @classmethod
+    def from_hf(cls, path: str | os.PathLike, drop_untied_head: bool = False) -> GPT:
+        """Load a Hugging Face GPT-2 folder (config.json + model.safetensors), any size; see
+        :func:`gptlab.hf.load_gpt2_folder`."""
+        from .hf import load_gpt2_folder
+        return load_gpt2_folder(path, drop_untied_head=drop_untied_head)
+
+    def save_hf(self, path: str | os.PathLike, tokenizer=None, *, bos_token_id: int | None = None,
+                eos_token_id: int | None = None, pad_token_id: int | None = None) -> None:
+        """Write a folder ``transformers.AutoModelForCausalLM.from_pretrained`` loads (with the
+        tokenizer files when ``tokenizer`` is given); see :func:`gptlab.hf.save_gpt2_folder`."""
+        from .hf import save_gpt2_folder
+        save_gpt2_folder(self, path, tokenizer, bos_token_id=bos_token_id,
+                         eos_token_id=eos_token_id, pad_token_id=pad_token_id)

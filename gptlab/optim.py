@@ -72,6 +72,8 @@ class AdamW:
         self.params: dict[str, np.ndarray] = dict(params)
         self.grads: dict[str, np.ndarray] = {name: grads[name] for name in params}
         self.lr = _number(lr, "lr", 0.0)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
         self.betas = (_number(betas[0], "betas[0]", 0.0, 1.0, hi_open=True),
                       _number(betas[1], "betas[1]", 0.0, 1.0, hi_open=True))
         self.eps = _number(eps, "eps", 0.0)

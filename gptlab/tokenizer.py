@@ -41,6 +41,7 @@ from typing import Union
 import numpy as np
 
 from . import _core
+from .io import atomic_write
 
 __all__ = ["Tokenizer", "SPECIAL_TOKENS", "GPT2_PATTERN"]
 
@@ -377,8 +378,8 @@ class Tokenizer:
             "]",
             "}",
         ]
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
+        with atomic_write(path, "wb") as f:  # an interrupted save keeps the old file
+            f.write(("\n".join(lines) + "\n").encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
@@ -491,9 +492,24 @@ class Tokenizer:
         if len(vocab) != len(names):
             raise ValueError("a special token has the same text as an ordinary token; "
                              "vocab.json cannot hold both")
-        with open(vocab_json, "w", encoding="utf-8") as f:
-            json.dump(vocab, f, ensure_ascii=False)
-        with open(merges_txt, "w", encoding="utf-8") as f:
-            f.write("#version: 0.2\n")
-            for a, b in self._merges.tolist():
-                f.write(f"{names[a]} {names[b]}\n")
+        with atomic_write(vocab_json, "wb") as f:
+            f.write(json.dumps(vocab, ensure_ascii=False).encode("utf-8"))
+        with atomic_write(merges_txt, "wb") as f:
+            lines = ["#version: 0.2\n"] + [f"{names[a]} {names[b]}\n"
+                                           for a, b in self._merges.tolist()]
+            f.write("".join(lines).encode("utf-8"))
+
+    # ---- Hugging Face folders ------------------------------------------------------------
+
+    @classmethod
+    def from_hf(cls, path: str | os.PathLike) -> Tokenizer:
+        """Read a Hugging Face tokenizer folder (tokenizer.json, or vocab.json + merges.txt);
+        see :func:`gptlab.hf.load_tokenizer_folder`."""
+        from .hf import load_tokenizer_folder
+        return load_tokenizer_folder(path)
+
+    def save_hf(self, path: str | os.PathLike, model_max_length: int | None = None) -> None:
+        """Write a folder ``transformers.AutoTokenizer.from_pretrained`` loads; see
+        :func:`gptlab.hf.save_tokenizer_folder`."""
+        from .hf import save_tokenizer_folder
+        save_tokenizer_folder(self, path, model_max_length)

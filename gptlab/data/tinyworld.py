@@ -536,7 +536,17 @@ class TinyWorld:
         return "\n".join(f"{who}: {what}" for who, what in turns)
 
     def _list(self, rng: random.Random) -> str:
-        kind = rng.choice(["animal", "animal", "country", "object", "sums", "timeline"])
+        kind = rng.choice(["animal", "animal", "table", "country", "object", "sums", "timeline"])
+        if kind == "table":  # one row per subject, every relation labelled
+            domain = rng.choice(["animal", "animal", "object"])
+            names = rng.sample(sorted({f.subject for f in self._known(domain)}), 4)
+            rows = []
+            for n in names:
+                fs = {f.relation: f.value for f in self._subject_facts(domain, n)}
+                head = "Animal" if domain == "animal" else "Thing"
+                rows.append(f"{head}: {n}. " + " ".join(
+                    f"{_cap(r)}: {fs[r]}." for r in ARROW_RELATIONS[domain]))
+            return "\n".join(rows)
         if kind == "animal":
             rel = rng.choice(["legs", "colour", "home", "food"])
             value = rng.choice(self.relation_values("animal", rel, known_only=True))

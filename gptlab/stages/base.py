@@ -133,10 +133,23 @@ class Trainer:
         return lambda: signal.signal(signal.SIGINT, previous)
 
     # -- non-finite guard ------------------------------------------------------------------
-    def _check_finite(self, value: float, what: str = "loss") -> None:
-        if not math.isfinite(value):
-            raise FloatingPointError(f"{self.name}: {what} is {value} at step {self.t}; the "
-                                     "weights were not updated")
+    def _check_finite(self, value: float, what: str = "loss") -> bool:
+        """True if ``value`` is finite. Otherwise, as the optimizers' ``on_nonfinite`` says:
+        "raise" (default) raises FloatingPointError before anything is updated; "skip" warns,
+        fills the gradients with NaN (the backward pass that follows accumulates into them,
+        so they stay NaN) and returns False: the optimizer's own guard then refuses the step,
+        and the weights and moments stay as they were."""
+        if math.isfinite(value):
+            return True
+        msg = f"{self.name}: {what} is {value} at step {self.t}; the weights were not updated"
+        policies = {getattr(o, "on_nonfinite", "raise") for o in self._optimizers().values()}
+        if policies != {"skip"}:
+            raise FloatingPointError(msg)
+        warnings.warn(msg + " (step skipped)", RuntimeWarning, stacklevel=3)
+        for mod in self._modules().values():
+            for g in getattr(mod, "grads", {}).values():
+                g.fill(np.nan)
+        return False
 
     # -- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(self, path) -> None:
@@ -167,7 +180,7 @@ class Trainer:
 
     def load_checkpoint(self, path) -> None:
         """Restore a checkpoint written by ``save_checkpoint`` of the same stage."""
-        tensors, meta = load_safetensors(path)
+        tensors, meta = load_safetensors(path, require_checksum=True)
         if meta.get("gptlab.format") != f"gptlab.trainer.{self.name}":
             raise ValueError(f"{path}: not a {self.name} trainer checkpoint")
         state = json.loads(meta["gptlab.trainer_state"])
