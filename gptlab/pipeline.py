@@ -420,7 +420,8 @@ def reward_stage(prev, out: str, fast: bool = False, settings: dict | None = Non
                       max_new, temperature=temp, seed=seed + 2)
         rm.normalize(tok, norm)
     after = trainer.evaluate()
-    train_acc = trainer.evaluate(prefs[: max(1, len(val))])
+    informative = [r for r in prefs if len(set(r.get("scores", [0, 1]))) > 1]  # not all tied
+    train_acc = trainer.evaluate(informative[: max(1, len(val))])
     chosen, rejected = _best_worst_rewards(rm, tok, val)
     n_tok = [sum(len(x) for x in g) for g in trainer.data]
     per_step = float(np.mean(n_tok)) * trainer.batches.batch_size
