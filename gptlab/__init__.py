@@ -4,7 +4,15 @@ The four stages (pretraining, supervised fine-tuning, reward modeling, RLHF with
 a small GPT-2 whose forward and backward passes live in a C core (`gptlab._core`).
 """
 
-from . import _core
+import os as _os
+
+# OpenMP threads that spin while waiting for work are fast on an idle machine but can slow a
+# step down tenfold when other processes share the cores (a notebook beside a browser, tests
+# in parallel). Sleeping waits cost ~1% on an idle machine; a user's own setting wins.
+if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
+    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+from . import _core  # noqa: E402
 from . import losses
 from .config import GPTConfig
 from .model import GPT
