@@ -7,11 +7,11 @@ import subprocess
 import sys
 import textwrap
 
+import gpt_reference as ref
 import numpy as np
 import pytest
 
 import gptlab as gl
-import gpt_reference as ref
 
 CONFIGS = [
     gl.GPTConfig(vocab_size=37, block_size=16, n_layer=2, n_head=2, n_embd=16),

@@ -62,7 +62,8 @@ class Pretrainer(Trainer):
         n_val = int(len(tokens) * val_fraction)
         if len(tokens) - n_val < T + 1:
             raise ValueError(f"data: {len(tokens)} tokens is too little for seq_len={T}")
-        self.train_tokens, self.val_tokens = tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val:]
+        cut = len(tokens) - n_val
+        self.train_tokens, self.val_tokens = tokens[:cut], tokens[cut:]
         # overlapping windows (stride T/2) give every token two contexts per epoch
         self.batches = Batches(windows(self.train_tokens, T, max(1, T // 2)), batch_size, T,
                                seed=seed)
