@@ -101,7 +101,8 @@ def test_sft_packing_fills_rows(tok, world):
     packed, masks = render_examples(tok, ex, 64, pack=True)
     assert len(packed) < len(plain)
     assert sum(map(len, packed)) == sum(map(len, plain))
-    assert all(len(s) <= 65 for s in packed) and all(len(s) == len(m) for s, m in zip(packed, masks))
+    assert all(len(s) <= 65 for s in packed)
+    assert all(len(s) == len(m) for s, m in zip(packed, masks))
 
 
 def test_sampler_stops_at_end_marker_and_reports_it(tok):
