@@ -50,7 +50,7 @@ class Pretrainer(Trainer):
 
     def __init__(self, model, tok, data, batch_size: int = 16, seq_len: int | None = None,
                  lr: float = 3e-3, min_lr: float | None = None, warmup: int = 20,
-                 max_steps: int = 300, weight_decay: float = 0.1, grad_clip: float = 1.0,
+                 max_steps: int = 600, weight_decay: float = 0.1, grad_clip: float = 1.0,
                  val_fraction: float = 0.05, eval_every: int = 50, eval_windows: int = 64,
                  seed: int = 0, on_nonfinite: str = "raise"):
         super().__init__(seed)
