@@ -1,28 +1,31 @@
 /* Matrix multiplication: gl_sgemm, C = alpha op(A) op(B) + beta C (row-major, see gptlab.h).
  *
- * The BLIS design, in five loops around a register-blocked micro-kernel:
+ * The BLIS design: loops around a register-blocked micro-kernel.
  *
- *   for jc in N step NC:                 B panel  (KC x NC)  packed once, shared, lives in L3
+ *   for jc in N step NC:
  *     for pc in K step KC:
- *       pack B[pc:pc+KC, jc:jc+NC] into NR-wide micro-panels        (all threads share the work)
- *       for ic in M step MC:             A block  (MC x KC)  packed per thread, lives in L2
- *         pack A[ic:ic+MC, pc:pc+KC] into MR-tall micro-panels
- *         for jr in NC step NR:          B micro-panel (KC x NR) stays in L1 across ir
- *           for ir in MC step MR:
- *             micro-kernel: C[MR x NR] (+)= A micro-panel @ B micro-panel, in registers
+ *       for ms in M step MS:
+ *         pack A[ms:ms+MS, pc:pc+KC] into MR-tall micro-panels     (threads share the work)
+ *         pack B[pc:pc+KC, jc:jc+NC] into NR-wide micro-panels     (first ms only; B panel in L3)
+ *         for each work item (rows of at most MC, a range of panels):   A block in L2
+ *           for jr over the item's panels:       B micro-panel (KC x NR) stays in L1 across ir
+ *             for ir over the item's row tiles:
+ *               micro-kernel: C[MR x NR] (+)= A micro-panel @ B micro-panel, in registers
  *
  * Packing turns the four transposition cases into one: the micro-kernel always reads A as
- * MR floats per k and B as NR floats per k, contiguous and aligned, so it can keep the whole
- * MR x NR tile of C in vector registers and issue one FMA per loaded float of B per row.
+ * MR floats per k and B as NR floats per k, contiguous and aligned, so it keeps the whole
+ * MR x NR tile of C in vector registers and issues one FMA per loaded float of B per row.
  * Panels at the edges are padded with zeros, so the kernel always computes a full tile;
  * edge tiles go through a small buffer and only the valid part is written to C.
  *
- * Threads split C into a grid of rectangles (rows x column panels); each C element is computed
- * by one thread, summing k in the same order whatever the thread count, so results are
- * bitwise reproducible (and even independent of the thread count).
+ * Threads (OpenMP) take packing groups and work items dynamically, so a thread that loses
+ * its core to another process does not hold the others up. Each C tile is computed by one
+ * thread per KC step, summing k in the same order whoever computes it, so results are bitwise
+ * reproducible, and even independent of the thread count.
  *
  * Instruction sets, chosen at run time: AVX-512 (12x32 tile), AVX2+FMA (6x16 tile), and a
- * portable C kernel (4x8 tile) that compiles anywhere, aarch64 included. */
+ * portable C kernel (4x8 tile) that compiles anywhere, aarch64 included. Products under 32^3
+ * multiply-adds skip all this and run plain loops. */
 #include "gptlab.h"
 
 #include <stddef.h>
@@ -467,7 +470,7 @@ static float *thread_buffer(int slot, size_t nfloats) {
 /* ---- the blocked driver ---------------------------------------------------------------------- */
 
 /* Rows of A packed at once (a multiple of every MR): bounds the packed A buffer to
- * MS x KC floats (4 MB for KC = 256), which lives in L3 next to the B panel. */
+ * MS x KC floats (6 MB for the AVX2 KC of 384), which lives in L3 next to the B panel. */
 #define MS 4080
 /* Micro-panels packed by one work item: rows of A^T / B are then read 8 panels at a time. */
 #define PACK_GROUP 8
