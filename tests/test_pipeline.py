@@ -11,7 +11,11 @@ import sys
 import numpy as np
 import pytest
 
+import gptlab as gl
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# where the gptlab under test lives (site-packages after `pip install .`, the tree in-place)
+PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(gl.__file__)))
 
 # DESIGN.md's contract for report.json, written out here independently of gptlab.pipeline
 DOCUMENTED = {
@@ -26,7 +30,7 @@ RATES = ["refuse_improper", "impartial", "decline_out_of_scope"]
 
 
 def gptlab_cli(*args: str, timeout: float = 60, cwd: str | None = None):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=PKG_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "gptlab", *args], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=cwd)
 
