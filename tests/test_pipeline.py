@@ -10,12 +10,9 @@ import sys
 
 import numpy as np
 import pytest
-
-import gptlab as gl
+from child import PKG_ROOT, child_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# where the gptlab under test lives (site-packages after `pip install .`, the tree in-place)
-PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(gl.__file__)))
 
 # DESIGN.md's contract for report.json, written out here independently of gptlab.pipeline
 DOCUMENTED = {
@@ -30,9 +27,8 @@ RATES = ["refuse_improper", "impartial", "decline_out_of_scope"]
 
 
 def gptlab_cli(*args: str, timeout: float = 60, cwd: str | None = None):
-    env = dict(os.environ, PYTHONPATH=PKG_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "gptlab", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=cwd)
+                          text=True, timeout=timeout, env=child_env(), cwd=cwd or PKG_ROOT)
 
 
 def is_number(v) -> bool:

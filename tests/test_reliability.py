@@ -21,6 +21,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from child import PKG_ROOT, child_env  # noqa: E402
 
 import gptlab as gl
 from gptlab.data import TinyWorld
@@ -33,9 +34,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def child(code: str, **kw) -> subprocess.Popen:
     """Start `python -c code` with gptlab importable; stdout is a pipe."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env,
+    env = child_env(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=PKG_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -182,8 +182,8 @@ def test_sigkill_during_save_leaves_the_old_or_the_new_file(tmp_path):
     mpath, tpath = str(tmp_path / "m.safetensors"), str(tmp_path / "t.json")
     rnd = random.Random(0)
     for _ in range(4):
-        p = subprocess.Popen([sys.executable, "-c", SAVER, mpath, tpath], cwd=ROOT,
-                             env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1"),
+        p = subprocess.Popen([sys.executable, "-c", SAVER, mpath, tpath], cwd=PKG_ROOT,
+                             env=child_env(OMP_NUM_THREADS="1"),
                              stdout=subprocess.PIPE, text=True)
         assert p.stdout.readline().strip() == "ready"
         time.sleep(rnd.uniform(0.05, 0.6))
