@@ -77,9 +77,11 @@ FAST: dict = {
     "pretrain": {"steps": 50, "batch_size": 16, "lr": 3e-3, "warmup": 5, "eval_every": 25,
                  "eval_windows": 16},
     "sft": {"steps": 25, "examples": 400, "batch_size": 16, "lr": 1e-3, "warmup": 3},
+    # drop_ties False: replies of a barely trained model often all score alike, and a smoke
+    # test must not run out of strictly ranked pairs (ties are then broken at random)
     "reward": {"steps": 10, "prompts": 40, "val_prompts": 20, "k": 4, "max_new_tokens": 20,
                "temperature": 1.0, "normalize": 16, "batch_size": 4, "lr": 3e-4,
-               "eval_every": 5},
+               "eval_every": 5, "drop_ties": False},
     "ppo": {"steps": 3, "prompts": 48, "batch_size": 16, "num_mini_batches": 2,
             "num_ppo_epochs": 2, "lr": 5e-5, "vf_lr": 1e-4, "kl_coef": 0.05, "max_new_tokens": 20,
             "temperature": 1.0, "missing_eos_penalty": 1.0},
