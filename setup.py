@@ -61,6 +61,23 @@ class BuildExt(build_ext):
             ext.extra_compile_args = args
             ext.extra_link_args = link
         super().build_extensions()
+        if not self.inplace:
+            self._copy_into_source_tree()
+
+    def _copy_into_source_tree(self):
+        """Also put the compiled core beside the sources, so that `python -m gptlab` run from
+        the checkout after `pip install .` (where ./gptlab shadows the installed copy) finds
+        it. Best effort: a read-only checkout only loses that convenience."""
+        here = os.path.dirname(os.path.abspath(__file__))
+        for ext in self.extensions:
+            built = self.get_ext_fullpath(ext.name)
+            target = os.path.join(here, *ext.name.split(".")[:-1], os.path.basename(built))
+            try:
+                if os.path.abspath(built) != os.path.abspath(target):
+                    shutil.copyfile(built, target)
+            except OSError as e:
+                warnings.warn(f"gptlab: could not copy {built} into the source tree: {e}",
+                              stacklevel=1)
 
 
 sources = sorted(glob.glob(os.path.join("csrc", "*.c")))

@@ -153,6 +153,8 @@ def main() -> int:
     rng = np.random.default_rng(0)
     rows = []
     with threadpool_limits(limits=nt, user_api="blas"):
+        info["num_threads"] = next((i.get("num_threads") for i in threadpool_info()
+                                    if i.get("user_api") == "blas"), None)
         for M in ms:
             for K, N in kns:
                 for case in CASES:

@@ -24,8 +24,11 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import gptlab as gl  # noqa: E402
+try:
+    import gptlab as gl
+except ImportError:  # run from a checkout built in place, without installing
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import gptlab as gl
 
 
 def rss_mb() -> float:

@@ -1,28 +1,31 @@
 /* Matrix multiplication: gl_sgemm, C = alpha op(A) op(B) + beta C (row-major, see gptlab.h).
  *
- * The BLIS design, in five loops around a register-blocked micro-kernel:
+ * The BLIS design: loops around a register-blocked micro-kernel.
  *
- *   for jc in N step NC:                 B panel  (KC x NC)  packed once, shared, lives in L3
+ *   for jc in N step NC:
  *     for pc in K step KC:
- *       pack B[pc:pc+KC, jc:jc+NC] into NR-wide micro-panels        (all threads share the work)
- *       for ic in M step MC:             A block  (MC x KC)  packed per thread, lives in L2
- *         pack A[ic:ic+MC, pc:pc+KC] into MR-tall micro-panels
- *         for jr in NC step NR:          B micro-panel (KC x NR) stays in L1 across ir
- *           for ir in MC step MR:
- *             micro-kernel: C[MR x NR] (+)= A micro-panel @ B micro-panel, in registers
+ *       for ms in M step MS:
+ *         pack A[ms:ms+MS, pc:pc+KC] into MR-tall micro-panels     (threads share the work)
+ *         pack B[pc:pc+KC, jc:jc+NC] into NR-wide micro-panels     (first ms only; B panel in L3)
+ *         for each work item (rows of at most MC, a range of panels):   A block in L2
+ *           for jr over the item's panels:       B micro-panel (KC x NR) stays in L1 across ir
+ *             for ir over the item's row tiles:
+ *               micro-kernel: C[MR x NR] (+)= A micro-panel @ B micro-panel, in registers
  *
  * Packing turns the four transposition cases into one: the micro-kernel always reads A as
- * MR floats per k and B as NR floats per k, contiguous and aligned, so it can keep the whole
- * MR x NR tile of C in vector registers and issue one FMA per loaded float of B per row.
+ * MR floats per k and B as NR floats per k, contiguous and aligned, so it keeps the whole
+ * MR x NR tile of C in vector registers and issues one FMA per loaded float of B per row.
  * Panels at the edges are padded with zeros, so the kernel always computes a full tile;
  * edge tiles go through a small buffer and only the valid part is written to C.
  *
- * Threads split C into a grid of rectangles (rows x column panels); each C element is computed
- * by one thread, summing k in the same order whatever the thread count, so results are
- * bitwise reproducible (and even independent of the thread count).
+ * Threads (OpenMP) take packing groups and work items dynamically, so a thread that loses
+ * its core to another process does not hold the others up. Each C tile is computed by one
+ * thread per KC step, summing k in the same order whoever computes it, so results are bitwise
+ * reproducible, and even independent of the thread count.
  *
  * Instruction sets, chosen at run time: AVX-512 (12x32 tile), AVX2+FMA (6x16 tile), and a
- * portable C kernel (4x8 tile) that compiles anywhere, aarch64 included. */
+ * portable C kernel (4x8 tile) that compiles anywhere, aarch64 included. Products under 32^3
+ * multiply-adds skip all this and run plain loops. */
 #include "gptlab.h"
 
 #include <stddef.h>
@@ -467,7 +470,7 @@ static float *thread_buffer(int slot, size_t nfloats) {
 /* ---- the blocked driver ---------------------------------------------------------------------- */
 
 /* Rows of A packed at once (a multiple of every MR): bounds the packed A buffer to
- * MS x KC floats (4 MB for KC = 256), which lives in L3 next to the B panel. */
+ * MS x KC floats (6 MB for the AVX2 KC of 384), which lives in L3 next to the B panel. */
 #define MS 4080
 /* Micro-panels packed by one work item: rows of A^T / B are then read 8 panels at a time. */
 #define PACK_GROUP 8
@@ -611,6 +614,73 @@ static void sgemm_small(const gemm_job *g) {
     }
 }
 
+/* Skinny products: at most SKINNY_M rows in C and A not transposed -- the decode step of
+ * generation, where M is the batch. Packing B would cost more than multiplying by it, so B is
+ * streamed once, straight from memory, and each thread owns a block of columns of C (so the
+ * result does not depend on the thread count). No fused multiply-add contraction happens here
+ * (ISO C mode), so the AVX2 and the baseline clone give the same bits. */
+#define SKINNY_M 8
+#define SKINNY_COLS 256
+
+#if defined(__x86_64__) && defined(__gnu_linux__) && defined(__GNUC__) && !defined(__clang__) \
+    && !defined(__SANITIZE_ADDRESS__)
+#define GL_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define GL_CLONES
+#endif
+
+/* C[:, j0:j1] for B not transposed: acc (M, cols) += A[i, k] * B[k, j0:j1], k in order. */
+GL_CLONES static void skinny_nn(const gemm_job *g, int j0, int j1) {
+    float acc[SKINNY_M][SKINNY_COLS];
+    const int M = g->M, n = j1 - j0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < n; j++) acc[i][j] = 0.0f;
+    for (int k = 0; k < g->K; k++) {
+        const float *b = g->B + (size_t)k * g->ldb + j0;
+        for (int i = 0; i < M; i++) {
+            const float a = g->A[(size_t)i * g->lda + k];
+            float *r = acc[i];
+            for (int j = 0; j < n; j++) r[j] += a * b[j];
+        }
+    }
+    for (int i = 0; i < M; i++) {
+        float *c = g->C + (size_t)i * g->ldc + j0;
+        if (g->beta == 0.0f)
+            for (int j = 0; j < n; j++) c[j] = g->alpha * acc[i][j];
+        else
+            for (int j = 0; j < n; j++) c[j] = g->alpha * acc[i][j] + g->beta * c[j];
+    }
+}
+
+/* C[:, j0:j1] for B transposed: dot products of rows of A with rows of B, 8 partial sums
+ * (lane l takes k = l mod 8) added in a fixed order. */
+GL_CLONES static void skinny_nt(const gemm_job *g, int j0, int j1) {
+    const int K = g->K, K8 = K & ~7;
+    for (int j = j0; j < j1; j++) {
+        const float *b = g->B + (size_t)j * g->ldb;
+        for (int i = 0; i < g->M; i++) {
+            const float *a = g->A + (size_t)i * g->lda;
+            float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int k = 0; k < K8; k += 8)
+                for (int l = 0; l < 8; l++) s[l] += a[k + l] * b[k + l];
+            float t = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+            for (int k = K8; k < K; k++) t += a[k] * b[k];
+            float *c = g->C + (size_t)i * g->ldc + j;
+            *c = g->beta == 0.0f ? g->alpha * t : g->alpha * t + g->beta * *c;
+        }
+    }
+}
+
+static void sgemm_skinny(const gemm_job *g, int nth) {
+    const int nblocks = (g->N + SKINNY_COLS - 1) / SKINNY_COLS;
+#pragma omp parallel for schedule(static) num_threads(nth) if (nth > 1)
+    for (int blk = 0; blk < nblocks; blk++) {
+        const int j0 = blk * SKINNY_COLS, j1 = min_int(g->N, j0 + SKINNY_COLS);
+        if (g->transB) skinny_nt(g, j0, j1);
+        else skinny_nn(g, j0, j1);
+    }
+}
+
 /* Products under SMALL_WORK multiply-adds take the unblocked loops; each extra thread needs
  * at least WORK_PER_THREAD of them (~20 us on one core) to pay for waking it. */
 #define SMALL_WORK (32 * 32 * 32)
@@ -623,6 +693,15 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
                   lda, ldb, ldc, NULL, NULL};
     const isa_desc *d = g.d;
     const double work = (double)M * N * K;
+    if (M <= SKINNY_M && !transA && g.K > 0 && work >= SMALL_WORK &&
+        strcmp(d->name, "portable") != 0) {
+        int nth = 1;
+#ifdef _OPENMP
+        if (!omp_in_parallel() && work >= 2.0 * WORK_PER_THREAD) nth = omp_get_max_threads();
+#endif
+        sgemm_skinny(&g, nth);
+        return;
+    }
     if (g.K > 0 && work >= SMALL_WORK) {
         const int kc = min_int(d->kc, g.K);
         g.apack = thread_buffer(0, (size_t)kc * ceil_div(min_int(M, MS), d->mr) * d->mr);

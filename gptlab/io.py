@@ -142,7 +142,7 @@ def load_safetensors(path: str | os.PathLike, verify: bool = True,
         tensors[name] = np.frombuffer(body[lo:hi], dtype=dtype).reshape(shape).astype(
             dtype.newbyteorder("="), copy=True)
     spans.sort()
-    for (lo1, hi1, a), (lo2, _, b) in zip(spans, spans[1:]):
+    for (_, hi1, a), (lo2, _, b) in zip(spans, spans[1:]):
         if lo2 < hi1:
             raise ValueError(f"{where} (tensors {a!r} and {b!r} overlap)")
     if verify and require_checksum and CHECKSUM_KEY not in meta:

@@ -36,7 +36,6 @@ import codecs
 import json
 import os
 from collections.abc import Iterable, Sequence
-from typing import Union
 
 import numpy as np
 
@@ -55,7 +54,7 @@ FORMAT_NAME = "gptlab-bpe"
 FORMAT_VERSION = 1
 MAX_VOCAB_SIZE = 1 << 24
 
-AllowedSpecial = Union[str, Iterable[str]]
+AllowedSpecial = str | Iterable[str]
 
 
 def _bytes_to_unicode() -> dict[int, str]:

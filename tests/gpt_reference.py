@@ -76,7 +76,7 @@ def forward(P: dict, idx: np.ndarray, n_layer: int, n_head: int):
     x = P["wte.weight"][idx] + P["wpe.weight"][:T]
     caches = []
     for layer in range(n_layer):
-        p = lambda n: P[f"h.{layer}.{n}"]  # noqa: E731
+        p = lambda n, layer=layer: P[f"h.{layer}.{n}"]  # noqa: E731
         h1, c1 = ln_fwd(x, p("ln_1.weight"), p("ln_1.bias"))
         qkv = h1 @ p("attn.c_attn.weight") + p("attn.c_attn.bias")
         y, ca = attn_fwd(qkv, n_head)
@@ -117,7 +117,7 @@ def backward(P: dict, cache, n_layer: int, dlogits=None, dhidden=None) -> dict:
     dx, G["ln_f.weight"], G["ln_f.bias"] = ln_bwd(dhf, cf)
     for layer in reversed(range(n_layer)):
         x, h1, c1, y, ca, x2, h2, c2, f, g = caches[layer]
-        p = lambda n: P[f"h.{layer}.{n}"]  # noqa: E731
+        p = lambda n, layer=layer: P[f"h.{layer}.{n}"]  # noqa: E731
         pre = f"h.{layer}."
         flat = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
         # MLP

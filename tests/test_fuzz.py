@@ -33,10 +33,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_child(target: str, timeout: float = 120) -> str:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1")
+    from child import PKG_ROOT, child_env
+
     r = subprocess.run([sys.executable, "-X", "faulthandler", os.path.abspath(__file__), target],
-                       capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+                       capture_output=True, text=True, timeout=timeout, cwd=PKG_ROOT,
+                       env=child_env(OMP_NUM_THREADS="1"))
     assert r.returncode == 0, (f"fuzz campaign {target!r} failed with exit code {r.returncode} "
                                f"(negative: killed by that signal)\n--- stdout\n{r.stdout[-4000:]}"
                                f"\n--- stderr\n{r.stderr[-8000:]}")

@@ -496,3 +496,18 @@ def test_non_gpt2_tokenizer_json_is_refused_by_field(tmp_path, tok):
     p.write_text(json.dumps(d))
     with pytest.raises(ValueError, match=re.escape("'<|endoftext|>' has id 3")):
         gl.Tokenizer.from_hf(tmp_path)
+
+
+def test_reward_model_save_hf_scores_like_gptlab(tmp_path):
+    tr = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    cfg = gl.GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16)
+    rm = gl.RewardModel(gl.GPT(cfg, seed=3), seed=1)
+    rm.head_bias[...] = 0.3
+    rm.save_hf(tmp_path / "rm")
+    hf = tr.GPT2ForSequenceClassification.from_pretrained(tmp_path / "rm").eval()
+    idx = np.array([[1, 5, 7, 9, 2]])
+    with torch.no_grad():
+        want = hf(torch.tensor(idx)).logits[0, 0].item()
+    got = float(rm.score(idx, np.array([5]))[0])
+    assert abs(got - want) < 1e-4 * max(1.0, abs(want))

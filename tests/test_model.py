@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 
+import gpt_reference as ref
 import numpy as np
 import pytest
+from child import PKG_ROOT, child_env
 
 import gptlab as gl
-import gpt_reference as ref
 
 CONFIGS = [
     gl.GPTConfig(vocab_size=37, block_size=16, n_layer=2, n_head=2, n_embd=16),
     gl.GPTConfig(vocab_size=65, block_size=9, n_layer=1, n_head=3, n_embd=21),
     gl.GPTConfig(vocab_size=128, block_size=33, n_layer=3, n_head=4, n_embd=32),
 ]
-
-
-def subprocess_env() -> dict:
-    """Environment for a child Python that imports the same gptlab as this process."""
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(gl.__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def rel_err(a, b) -> float:
@@ -370,6 +362,6 @@ def test_bad_input_never_crashes_the_interpreter():
         print("refused", n)
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env=subprocess_env())
+                       env=child_env(), cwd=PKG_ROOT)
     assert r.returncode == 0, r.stderr
     assert "refused 7" in r.stdout

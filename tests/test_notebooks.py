@@ -50,7 +50,10 @@ def test_notebook_runs_top_to_bottom_with_fast_settings(name, runs, monkeypatch)
     monkeypatch.setenv("GPTLAB_FAST", "1")
     monkeypatch.setenv("GPTLAB_RUNS", runs)
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    monkeypatch.setenv("PYTHONPATH", ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    import gptlab  # the kernel must import the same gptlab as this process
+
+    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(gptlab.__file__)))
+    monkeypatch.setenv("PYTHONPATH", pkg_root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     nb = nbformat.read(os.path.join(NB_DIR, name), as_version=4)
     for c in nb.cells:
         if c.cell_type == "code":

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from child import PKG_ROOT, child_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,9 +27,8 @@ RATES = ["refuse_improper", "impartial", "decline_out_of_scope"]
 
 
 def gptlab_cli(*args: str, timeout: float = 60, cwd: str | None = None):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "gptlab", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=cwd)
+                          text=True, timeout=timeout, env=child_env(), cwd=cwd or PKG_ROOT)
 
 
 def is_number(v) -> bool:

@@ -21,6 +21,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from child import PKG_ROOT, child_env  # noqa: E402
 
 import gptlab as gl
 from gptlab.data import TinyWorld
@@ -33,9 +34,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def child(code: str, **kw) -> subprocess.Popen:
     """Start `python -c code` with gptlab importable; stdout is a pipe."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env,
+    env = child_env(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=PKG_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -67,9 +67,27 @@ def sft_trainer(world, tok, model) -> SFTTrainer:
                       max_steps=12, seed=7)
 
 
+class _RewardStage:
+    """A RewardTrainer seen through the attribute names the resume test reads."""
+
+    def __new__(cls, world, tok, model):
+        from gptlab import RewardModel, RewardTrainer
+
+        data = [{"prompt": f"Question {i}?", "responses": [f"Yes {i}.", "No.", f"Maybe {i % 3}."]}
+                for i in range(12)]
+        rt = RewardTrainer(RewardModel(model, seed=1), tok, data, batch_size=4, warmup=2,
+                           max_steps=12, eval_every=0, seed=7)
+        rt.model = rt.rm.trunk
+        return rt
+
+
+def reward_trainer(world, tok, model):
+    return _RewardStage(world, tok, model)
+
+
 def numbers(history: list[dict]) -> list[dict]:
     """History rows without the wall-clock fields."""
-    return [{k: v for k, v in row.items() if k not in ("time", "tokens_per_s")}
+    return [{k: v for k, v in row.items() if k not in ("time", "tokens_per_s", "seconds")}
             for row in history]
 
 
@@ -164,8 +182,8 @@ def test_sigkill_during_save_leaves_the_old_or_the_new_file(tmp_path):
     mpath, tpath = str(tmp_path / "m.safetensors"), str(tmp_path / "t.json")
     rnd = random.Random(0)
     for _ in range(4):
-        p = subprocess.Popen([sys.executable, "-c", SAVER, mpath, tpath], cwd=ROOT,
-                             env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1"),
+        p = subprocess.Popen([sys.executable, "-c", SAVER, mpath, tpath], cwd=PKG_ROOT,
+                             env=child_env(OMP_NUM_THREADS="1"),
                              stdout=subprocess.PIPE, text=True)
         assert p.stdout.readline().strip() == "ready"
         time.sleep(rnd.uniform(0.05, 0.6))
@@ -177,7 +195,8 @@ def test_sigkill_during_save_leaves_the_old_or_the_new_file(tmp_path):
 
 # ---- exact resume -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make", [pretrainer, sft_trainer], ids=["pretrain", "sft"])
+@pytest.mark.parametrize("make", [pretrainer, sft_trainer, reward_trainer],
+                         ids=["pretrain", "sft", "reward"])
 def test_resumed_trainer_is_bit_identical_to_an_uninterrupted_run(make, world, tok, tmp_path):
     full = make(world, tok, tiny_model(tok))
     full.train(8, progress=False)

@@ -1,4 +1,4 @@
-"""The C core against a float64 PyTorch GPT-2 built from the same weights (skipped without torch)."""
+"""The C core against a float64 PyTorch GPT-2 built from the same weights (needs torch)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def torch_gpt2(P: dict, idx, n_layer: int, n_head: int):
     x = P["wte.weight"][idx] + P["wpe.weight"][:T]
     C = x.shape[-1]
     for i in range(n_layer):
-        p = lambda n: P[f"h.{i}.{n}"]  # noqa: E731
+        p = lambda n, i=i: P[f"h.{i}.{n}"]  # noqa: E731
         h = F.layer_norm(x, (C,), p("ln_1.weight"), p("ln_1.bias"), eps=1e-5)
         q, k, v = (h @ p("attn.c_attn.weight") + p("attn.c_attn.bias")).split(C, dim=-1)
         q, k, v = (t.view(B, T, n_head, C // n_head).transpose(1, 2) for t in (q, k, v))
@@ -45,7 +45,7 @@ def rel_err(a, b) -> float:
 def test_logits_loss_and_all_gradients_match_pytorch_float64(cfg):
     m = gl.GPT(cfg, seed=1)
     rng = np.random.default_rng(0)
-    for name, p in m.params.items():  # perturb every tensor so no gradient is trivial
+    for p in m.params.values():  # perturb every tensor so no gradient is trivial
         p += rng.normal(0, 0.05, p.shape).astype(np.float32)
     B, T = 3, cfg.block_size
     idx = rng.integers(0, cfg.vocab_size, (B, T))

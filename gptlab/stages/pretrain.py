@@ -50,7 +50,7 @@ class Pretrainer(Trainer):
 
     def __init__(self, model, tok, data, batch_size: int = 16, seq_len: int | None = None,
                  lr: float = 3e-3, min_lr: float | None = None, warmup: int = 20,
-                 max_steps: int = 300, weight_decay: float = 0.1, grad_clip: float = 1.0,
+                 max_steps: int = 600, weight_decay: float = 0.1, grad_clip: float = 1.0,
                  val_fraction: float = 0.05, eval_every: int = 50, eval_windows: int = 64,
                  seed: int = 0, on_nonfinite: str = "raise"):
         super().__init__(seed)
@@ -62,7 +62,8 @@ class Pretrainer(Trainer):
         n_val = int(len(tokens) * val_fraction)
         if len(tokens) - n_val < T + 1:
             raise ValueError(f"data: {len(tokens)} tokens is too little for seq_len={T}")
-        self.train_tokens, self.val_tokens = tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val:]
+        cut = len(tokens) - n_val
+        self.train_tokens, self.val_tokens = tokens[:cut], tokens[cut:]
         # overlapping windows (stride T/2) give every token two contexts per epoch
         self.batches = Batches(windows(self.train_tokens, T, max(1, T // 2)), batch_size, T,
                                seed=seed)

@@ -169,6 +169,15 @@ class RewardModel:
             raise ValueError(f"{os.fspath(path)}: head tensors of the wrong shape")
         return cls(trunk, head_w, head_b)
 
+    def save_hf(self, path: str | os.PathLike, tok=None) -> None:
+        """Write a ``GPT2ForSequenceClassification`` folder (num_labels=1): the format TRL's
+        reward and value models use. See :func:`gptlab.hf.save_reward_model_folder`."""
+        from ..hf import save_reward_model_folder
+
+        pad = tok.eot_id if tok is not None else self.config.vocab_size - 1
+        save_reward_model_folder(self.trunk, self.head_weight, float(self.head_bias[0]), path,
+                                 pad_token_id=pad, tokenizer=tok)
+
 
 # ---- helpers shared with PPO and DPO -------------------------------------------------------
 

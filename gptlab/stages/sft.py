@@ -41,13 +41,18 @@ def render_examples(tok, examples, max_len: int, pack: bool = False):
 
 
 class SFTTrainer(Trainer):
-    """Fine-tune ``model`` on chat demonstrations ``examples`` (list of {prompt, response})."""
+    """Fine-tune ``model`` on chat demonstrations ``examples`` (list of {prompt, response}).
+
+    The defaults are deliberately gentle (lr 3e-4, 150 steps of 16 packed rows): on TinyWorld
+    a learning rate of 1e-3 memorises the demonstrations (train loss 0.03) and answers fewer
+    held-out questions (44% against 72%) -- fine-tuning can overwrite what pretraining taught.
+    """
 
     name = "sft"
 
-    def __init__(self, model, tok, examples, batch_size: int = 16, lr: float = 1e-3,
-                 min_lr: float | None = None, warmup: int = 10, max_steps: int = 200,
-                 weight_decay: float = 0.0, grad_clip: float = 1.0, pack: bool = False,
+    def __init__(self, model, tok, examples, batch_size: int = 16, lr: float = 3e-4,
+                 min_lr: float | None = None, warmup: int = 10, max_steps: int = 150,
+                 weight_decay: float = 0.0, grad_clip: float = 1.0, pack: bool = True,
                  seed: int = 0, on_nonfinite: str = "raise"):
         super().__init__(seed)
         self.model, self.tok = model, tok
