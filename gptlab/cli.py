@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model size (default: small)")
     p.add_argument("--out", default=None, help="output folder (default: runs/PRESET or "
                    "runs/PRESET-fast)")
+    p.add_argument("--resume", action="store_true", help="reuse the stages already finished "
+                   "in --out (go on after an interruption)")
     _common(p, steps=False)
 
     p = sub.add_parser("pretrain", help="stage 1: tokenizer + pretraining",
@@ -157,7 +159,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "pipeline":
         out = args.out or os.path.join("runs", args.preset + ("-fast" if args.fast else ""))
         report = pipeline.run_pipeline(args.preset, out, args.fast, args.seed or 0,
-                                       args.threads, progress)
+                                       args.threads, progress, resume=args.resume)
         bad = pipeline.check_report(report)
         print(f"report: {os.path.join(out, 'report.md')} and {os.path.join(out, 'report.json')}")
         folders = ", ".join(os.path.join(out, p) for p in report["paths"].values())

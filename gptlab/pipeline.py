@@ -425,7 +425,8 @@ def reward_stage(prev, out: str, fast: bool = False, settings: dict | None = Non
                       max_new, temperature=temp, seed=seed + 2)
         rm.normalize(tok, norm)
     after = trainer.evaluate()
-    train_acc = trainer.evaluate(prefs[: max(1, len(val))])
+    informative = [r for r in prefs if len(set(r.get("scores", [0, 1]))) > 1]  # not all tied
+    train_acc = trainer.evaluate(informative[: max(1, len(val))])
     chosen, rejected = _best_worst_rewards(rm, tok, val)
     n_tok = [sum(len(x) for x in g) for g in trainer.data]
     per_step = float(np.mean(n_tok)) * trainer.batches.batch_size
@@ -656,12 +657,14 @@ def sample_table(stages: dict, world: TinyWorld, n_per_category: int = 2,
 
 def run_pipeline(preset: str = "small", out: str = "runs/small", fast: bool = False,
                  seed: int = 0, threads: int | None = None, progress: bool = True,
-                 settings: dict | None = None) -> dict:
+                 settings: dict | None = None, resume: bool = False) -> dict:
     """Run pretraining, SFT, reward modeling and PPO on TinyWorld; write ``out/report.json``
     and ``out/report.md``. Returns the report (a dict).
 
     ``fast``: the ``FAST`` budgets (a smoke run); ``settings``: a full settings dict (see
-    ``settings_for``) replacing ``FULL``/``FAST``; ``threads``: threads of the C kernels."""
+    ``settings_for``) replacing ``FULL``/``FAST``; ``threads``: threads of the C kernels.
+    ``resume``: reuse the stages already finished in ``out`` (an interrupted run goes on from
+    the first missing stage; their figures, times included, come from their ``stage.json``)."""
     from . import __version__, get_num_threads, set_num_threads
 
     if preset not in GPTConfig.presets():
@@ -676,19 +679,45 @@ def run_pipeline(preset: str = "small", out: str = "runs/small", fast: bool = Fa
     os.makedirs(out, exist_ok=True)
     world = _world(seed, s)
     stages: dict[str, Stage] = {}
+    resumed: list[str] = []
+
+    def reuse(name: str) -> bool:
+        folder = os.path.join(out, name)
+        if not (resume and os.path.isfile(os.path.join(folder, "stage.json"))):
+            return False
+        st = load_stage(folder)
+        upto = ["world", "tokenizer", *STAGES[: STAGES.index(name) + 1]] + \
+            (["dpo"] if name == "ppo" else [])
+
+        def key(d):
+            e = {k: v for k, v in d.get("eval", {}).items() if k != "samples"}
+            return [d.get(k) for k in upto] + [e]
+
+        if st.seed != seed or st.preset != preset or key(st.settings) != key(_finite(s)):
+            raise ValueError(f"resume: {folder} was made with other settings, seed or preset; "
+                             "remove it or choose another --out")
+        stages[name] = st
+        resumed.append(name)
+        log(f"{name}: reusing {folder}")
+        return True
+
     log(f"[1/4] pretraining ({preset}, {'fast' if fast else 'full'} settings, "
         f"{get_num_threads()} threads)")
-    stages["pretrain"] = pretrain_stage(os.path.join(out, "pretrain"), preset, fast, s, seed,
-                                        world, progress)
+    if not reuse("pretrain"):
+        stages["pretrain"] = pretrain_stage(os.path.join(out, "pretrain"), preset, fast, s, seed,
+                                            world, progress)
     log("[2/4] supervised fine-tuning")
-    stages["sft"] = sft_stage(stages["pretrain"], os.path.join(out, "sft"), fast, s, seed, world,
-                              progress)
+    if not reuse("sft"):
+        stages["sft"] = sft_stage(stages["pretrain"], os.path.join(out, "sft"), fast, s, seed,
+                                  world, progress)
     log("[3/4] reward modeling")
-    stages["reward"] = reward_stage(stages["sft"], os.path.join(out, "reward"), fast, s, seed,
-                                    world, progress)
+    if not reuse("reward"):
+        stages["reward"] = reward_stage(stages["sft"], os.path.join(out, "reward"), fast, s,
+                                        seed, world, progress)
     log("[4/4] RLHF with PPO")
-    stages["ppo"] = ppo_stage(stages["reward"], os.path.join(out, "ppo"), stages["sft"], fast, s,
-                              seed, world, progress)
+    if not reuse("ppo"):
+        stages["ppo"] = ppo_stage(stages["reward"], os.path.join(out, "ppo"), stages["sft"],
+                                  fast, s, seed, world, progress)
     samples = sample_table(stages, world, n_per_category=s["eval"]["samples"])
     notes = sorted({n for st in stages.values() for n in st.extra.get("notes", [])})
     report = {
@@ -697,9 +726,12 @@ def run_pipeline(preset: str = "small", out: str = "runs/small", fast: bool = Fa
         "pretrain": stages["pretrain"].summary, "sft": stages["sft"].summary,
         "reward_model": stages["reward"].summary, "ppo": stages["ppo"].summary,
         "total_seconds": time.perf_counter() - t_start,
+        # with resume, this run's time plus the recorded time of the reused stages
+        "resumed": resumed,
         "samples": samples, "settings": s, "notes": notes,
         "paths": {name: os.path.relpath(st.dir, out) for name, st in stages.items()},
     }
+    report["total_seconds"] += sum(stages[n].summary.get("seconds", 0.0) for n in resumed)
     report = _finite(report)
     save_json(os.path.join(out, "report.json"), report)
     with atomic_write(os.path.join(out, "report.md"), "w") as f:

@@ -195,32 +195,36 @@ def reward_curves(ppo_history: Sequence[dict], smooth: float = 0.6, title: str |
     return fig
 
 
-def overoptimization(ppo_history: Sequence[dict], smooth: float = 0.6,
+def overoptimization(ppo_history: Sequence[dict], bins: int = 10,
                      rm_key: str = "objective/rm_score", gold_key: str = "gold/score"):
     """Reward-model score and gold score against the KL travelled from the reference.
 
     Gao et al. (2022) found that as a policy moves away from its start (larger KL), the score
     of the learned reward model keeps rising while the true score rises, peaks and falls: the
-    policy learns the reward model's blind spots. The dashed line is the gold score's peak."""
+    policy learns the reward model's blind spots. Points are PPO steps; the lines join the
+    means of ``bins`` groups of steps of similar KL; the dashed line marks the KL where the
+    gold score peaked."""
     plt = _pyplot()
-    _, kl = _series(ppo_history, "objective/kl")
-    if not len(kl):
+    rows = [r for r in ppo_history if isinstance(r.get("objective/kl"), float)
+            and math.isfinite(r["objective/kl"])]
+    if not rows:
         raise ValueError("overoptimization: history has no 'objective/kl'")
-    rows = [r for r in ppo_history if isinstance(r.get("objective/kl"), float)]
     kl = np.asarray([r["objective/kl"] for r in rows])
+    order = np.argsort(kl, kind="stable")
+    groups = [g for g in np.array_split(order, min(bins, len(order))) if len(g)]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for key, name, colour in ((rm_key, "reward-model score (optimised)", "tab:blue"),
                               (gold_key, "gold score (true)", "tab:orange")):
         ys = np.asarray([r.get(key, np.nan) for r in rows], dtype=float)
         if not np.isfinite(ys).any():
             continue
-        ys_s = ema(ys, smooth) if smooth else ys
-        kl_s = ema(kl, smooth) if smooth else kl
-        ax.plot(kl_s, ys_s, color=colour, linewidth=2, label=name)
         ax.scatter(kl, ys, color=colour, alpha=0.25, s=10)
-        if key == gold_key:
-            best = int(np.nanargmax(ys_s))
-            ax.axvline(kl_s[best], color=colour, linestyle="--", alpha=0.6)
+        gx = np.asarray([kl[g].mean() for g in groups])
+        gy = np.asarray([np.nanmean(ys[g]) if np.isfinite(ys[g]).any() else np.nan
+                         for g in groups])
+        ax.plot(gx, gy, color=colour, linewidth=2, marker="o", markersize=4, label=name)
+        if key == gold_key and np.isfinite(gy).any():
+            ax.axvline(gx[int(np.nanargmax(gy))], color=colour, linestyle="--", alpha=0.6)
     ax.set_xlabel("KL(policy || reference) per reply, nats")
     ax.set_ylabel("score")
     ax.set_title("over-optimisation: proxy reward vs true reward")

@@ -176,3 +176,17 @@ def test_settings_overrides_apply_to_a_copy():
     assert s["ppo"]["lr"] == pipeline.FULL["ppo"]["lr"]
     with pytest.raises(ValueError, match="unknown section"):
         pipeline.settings_for(True, {"nope": {}})
+
+
+def test_resume_refuses_a_stage_made_with_other_settings(tmp_path):
+    from gptlab import pipeline
+
+    s = tiny_settings()
+    pipeline.pretrain_stage(str(tmp_path / "pretrain"), "tiny", settings=s, seed=0,
+                            progress=False)
+    other = pipeline.settings_for(True, {k: dict(v) for k, v in s.items()})
+    other["pretrain"]["steps"] = 4
+    with pytest.raises(ValueError, match="other settings"):
+        pipeline.run_pipeline("tiny", str(tmp_path), settings=other, resume=True,
+                              progress=False)
+    assert not (tmp_path / "report.json").exists()

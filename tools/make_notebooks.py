@@ -330,7 +330,7 @@ summary = {"val_loss": pre.evaluate(), "cloze_accuracy": cloze, "fewshot_accurac
 stage = pipeline.Stage("pretrain", os.path.abspath(os.path.join(RUNS, "pretrain")), summary,
                        model, tok, pre, S, None, SEED, "small")
 pipeline.save_stage(stage)
-print("saved to", stage.dir, sorted(os.listdir(stage.dir)))
+print("saved to", os.path.relpath(stage.dir), sorted(os.listdir(stage.dir)))
 """),
 ]
 
@@ -352,7 +352,7 @@ This notebook starts from the checkpoint of `01_pretraining` (or rebuilds it qui
 pre = pipeline.ensure_stage("pretrain", RUNS, FAST, S, SEED)
 tok, base = pre.tok, pre.model
 world = TinyWorld(seed=pre.seed, **S["world"])
-print(f"base model from {pre.dir}: val loss {pre.summary['val_loss']:.3f}")
+print(f"base model from {os.path.relpath(pre.dir)}: val loss {pre.summary['val_loss']:.3f}")
 """),
     md("""
 ## Ask the base model
@@ -470,7 +470,7 @@ summary = {"format_adherence": m_sft["format_adherence"],
 stage = pipeline.Stage("sft", os.path.abspath(os.path.join(RUNS, "sft")), summary, model, tok,
                        sft, S, pre.dir, pre.seed, pre.preset)
 pipeline.save_stage(stage)
-print("saved to", stage.dir)
+print("saved to", os.path.relpath(stage.dir))
 """),
 ]
 
@@ -495,7 +495,7 @@ world = TinyWorld(seed=sft.seed, **S["world"])
 labeler = GoldLabeler(world)
 r = dict(S["reward"])
 K = r["k"]
-print(f"SFT model from {sft.dir}; K = {K} replies per prompt")
+print(f"SFT model from {os.path.relpath(sft.dir)}; K = {K} replies per prompt")
 """),
     md("""
 ## Sampling K responses
@@ -506,9 +506,12 @@ For each prompt the SFT model samples K replies at temperature 1, so they differ
 from gptlab.chat import sample
 
 prompts = world.ranking_prompts("train", n=r["prompts"])
-q = next(x for x in prompts if x["category"] == "factual")
-replies = sample(policy, tok, [q["prompt"]] * K, r["max_new_tokens"], temperature=1.0, seed=SEED)
-print("prompt:", q["prompt"], "  (truth:", q["answer"] + ")")
+for q in prompts[:20]:  # a prompt on which the K samples differ (often they all agree)
+    replies = sample(policy, tok, [q["prompt"]] * K, r["max_new_tokens"], temperature=1.0,
+                     seed=SEED)
+    if len({s.text for s in replies}) >= 3:
+        break
+print(f"prompt ({q['category']}): {q['prompt']}")
 for s in replies:
     print("  -", repr(s.text), "" if s.ended else "(no end marker)")
 """),
@@ -644,7 +647,8 @@ rankings. The reward model is only a proxy of the labeler, with blind spots; PPO
     code("""
 rows = []
 for cat in ("factual", "arithmetic", "improper", "contested", "out_of_scope"):
-    sub = [x for x in val if x.get("category") == cat]
+    # records whose replies all scored the same hold no preference (the trainer drops them)
+    sub = [x for x in val if x.get("category") == cat and len(set(x["scores"])) > 1]
     if sub:
         rows.append((cat, len(sub), rt.evaluate(sub)["accuracy"]))
 table(rows, ["category", "held-out prompts", "pairwise accuracy"])
@@ -660,7 +664,7 @@ stage = pipeline.Stage("reward", os.path.abspath(os.path.join(RUNS, "reward")), 
                        rt, S, sft.dir, sft.seed, sft.preset)
 pipeline.save_stage(stage)
 pipeline.write_jsonl(os.path.join(stage.dir, "preferences.jsonl"), prefs)
-print("saved to", stage.dir)
+print("saved to", os.path.relpath(stage.dir))
 """),
 ]
 
@@ -685,7 +689,8 @@ sst = pipeline.load_stage(rst.parent)
 tok, rm, sft_model = rst.tok, rst.model, sst.model
 world = TinyWorld(seed=rst.seed, **S["world"])
 labeler = GoldLabeler(world)
-print(f"SFT model from {sst.dir}\\nreward model from {rst.dir} (held-out pairwise accuracy "
+print(f"SFT model from {os.path.relpath(sst.dir)}\\nreward model from {os.path.relpath(rst.dir)} "
+      f"(held-out pairwise accuracy "
       f"{rst.summary['heldout_pairwise_accuracy']:.1%})")
 """),
     md("""
@@ -884,7 +889,7 @@ summary = {"gold_score_before": res["SFT"]["gold_score"], "gold_score_after": re
 stage = pipeline.Stage("ppo", os.path.abspath(os.path.join(RUNS, "ppo")), summary, policy, tok,
                        ppo, S, rst.dir, rst.seed, rst.preset)
 pipeline.save_stage(stage)
-print("saved to", stage.dir)
+print("saved to", os.path.relpath(stage.dir))
 """),
 ]
 
