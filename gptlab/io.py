@@ -33,6 +33,31 @@ MAX_HEADER = 100 * 1024 * 1024
 CHECKSUM_KEY = "gptlab.sha256"
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the OS says it (Linux), else by the
+    classic set-and-restore."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _new_file_mode(path: str) -> int:
+    """Permissions the file at `path` should get: those it already has when it is replaced,
+    else what `open(path, "w")` would give (0o666 less the umask). mkstemp's temporary files
+    are 0o600, which would silently make every saved checkpoint private."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside `path`; on success fsync it and rename it onto `path`.
@@ -45,6 +70,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=folder)
     try:
+        os.chmod(tmp, _new_file_mode(path))
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

@@ -140,6 +140,26 @@ def test_header_claiming_a_1tb_tensor_is_refused_before_allocating(tmp_path):
         gl.GPT.load(path)
 
 
+def test_saved_files_get_the_permissions_open_would_give_and_keep_them(tmp_path):
+    # atomic_write renames a temporary file (mkstemp makes those 0o600) onto the target:
+    # a new file must get 0o666 less the umask, like open(); a replaced file keeps its mode
+    from gptlab.io import atomic_write
+
+    old = os.umask(0o027)
+    try:
+        with atomic_write(tmp_path / "new.bin") as f:
+            f.write(b"x")
+        assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o640
+        (tmp_path / "shared.bin").write_bytes(b"old")
+        os.chmod(tmp_path / "shared.bin", 0o664)
+        with atomic_write(tmp_path / "shared.bin") as f:
+            f.write(b"new")
+        assert (tmp_path / "shared.bin").stat().st_mode & 0o777 == 0o664
+        assert (tmp_path / "shared.bin").read_bytes() == b"new"
+    finally:
+        os.umask(old)
+
+
 def test_tokenizer_save_is_atomic(tmp_path, tok, monkeypatch):
     path = tmp_path / "tok.json"
     tok.save(path)
