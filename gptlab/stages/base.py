@@ -66,15 +66,19 @@ class Trainer:
     def step(self) -> dict:
         raise NotImplementedError
 
+    # The defaults fit a stage that trains one ``self.model`` with ``self.opt`` on
+    # ``self.batches`` (pretraining, SFT); stages with other parts name them themselves.
     def _modules(self) -> dict:
         """name -> object with a ``params`` dict of arrays (models, heads) to checkpoint."""
-        return {}
+        return {"model": self.model} if hasattr(self, "model") else {}
 
     def _optimizers(self) -> dict:
-        return {}
+        """name -> optimizer whose state (moments, step count) is checkpointed."""
+        return {"opt": self.opt} if hasattr(self, "opt") else {}
 
     def _batchers(self) -> dict:
-        return {}
+        """name -> batcher whose position in its shuffled epoch is checkpointed."""
+        return {"train": self.batches} if hasattr(self, "batches") else {}
 
     # -- logging ---------------------------------------------------------------------------
     def _log(self, **stats) -> dict:

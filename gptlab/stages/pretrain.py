@@ -102,15 +102,6 @@ class Pretrainer(Trainer):
             weights.append(idx.size)
         return float(np.average(losses, weights=weights))
 
-    def _modules(self):
-        return {"model": self.model}
-
-    def _optimizers(self):
-        return {"opt": self.opt}
-
-    def _batchers(self):
-        return {"train": self.batches}
-
     def _extra_state(self):
         return {"tokens_seen": self.tokens_seen}
 

@@ -424,12 +424,6 @@ class RewardTrainer(Trainer):
     def _modules(self):
         return {"rm": self.rm}
 
-    def _optimizers(self):
-        return {"opt": self.opt}
-
-    def _batchers(self):
-        return {"train": self.batches}
-
 
 __all__ = ["RewardModel", "RewardTrainer", "build_preferences", "encode_exchange",
            "pad_rows", "as_ranked", "drop_ties", "RecordBatches"]

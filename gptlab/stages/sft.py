@@ -77,12 +77,3 @@ class SFTTrainer(Trainer):
         return self._log(loss=loss, lr=lr, grad_norm=grad_norm,
                          reply_tokens=float(np.sum(mask)),
                          tokens_per_s=idx.size / (time.perf_counter() - t0))
-
-    def _modules(self):
-        return {"model": self.model}
-
-    def _optimizers(self):
-        return {"opt": self.opt}
-
-    def _batchers(self):
-        return {"train": self.batches}
