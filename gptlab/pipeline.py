@@ -54,14 +54,17 @@ FULL: dict = {
             "pack": True},
     # prompts ranked for RM training / held out, k replies per prompt sampled at temperature,
     # normalize: SFT replies whose mean reward is set to 0; then RewardTrainer arguments
-    # (on the small preset, 1200 x 6 reached 0.81 held-out pairwise accuracy)
-    "reward": {"steps": 300, "prompts": 1200, "val_prompts": 150, "k": 6, "max_new_tokens": 32,
+    # (on the small preset, 1200 x 6 reached 0.81 held-out pairwise accuracy);
+    # off_prompt: replies to other prompts added to each training ranking as hard negatives
+    # (see build_preferences: without them PPO learns to refuse or decline everything)
+    "reward": {"steps": 300, "prompts": 1200, "val_prompts": 150, "k": 6, "off_prompt": 1,
+               "max_new_tokens": 32,
                "temperature": 1.0, "normalize": 128, "batch_size": 8, "lr": 3e-4,
                "eval_every": 50},
     # steps (rollout batches), prompts (the PPO prompt set), then PPOTrainer arguments
     # (beta 0.05 over-optimises within ~30 steps; with 0.1 the gold score peaked near step 30)
     "ppo": {"steps": 40, "prompts": 1000, "batch_size": 32, "num_mini_batches": 2,
-            "num_ppo_epochs": 4, "lr": 5e-5, "vf_lr": 1e-4, "kl_coef": 0.1,
+            "num_ppo_epochs": 4, "lr": 5e-5, "vf_lr": 1e-4, "kl_coef": 0.2,
             "max_new_tokens": 32, "temperature": 1.0, "missing_eos_penalty": 1.0},
     # DPO on the reward model's preference data, for the comparison (steps 0: skip)
     "dpo": {"steps": 150, "beta": 0.1, "batch_size": 8, "lr": 5e-5, "warmup": 10},
@@ -407,8 +410,10 @@ def reward_stage(prev, out: str, fast: bool = False, settings: dict | None = Non
         int(p.pop("normalize"))
     log(f"reward: sampling {k} replies to {n_train} + {n_val} prompts, ranked by the labeler")
     t0 = time.perf_counter()
+    off = int(p.pop("off_prompt", 0))
     prefs = build_preferences(policy, tok, world.ranking_prompts("train", n=n_train), labeler,
-                              k=k, max_new_tokens=max_new, temperature=temp, seed=seed)
+                              k=k, max_new_tokens=max_new, temperature=temp, seed=seed,
+                              off_prompt=off)
     val = build_preferences(policy, tok, world.ranking_prompts("heldout", n=n_val), labeler,
                             k=k, max_new_tokens=max_new, temperature=temp, seed=seed + 1)
     data_s = time.perf_counter() - t0

@@ -55,6 +55,18 @@ def test_val_split_differs_from_train_split(world):
 
 
 # ---------------------------------------------------------------------------- corpus
+def test_corpus_uses_the_assistants_behaviour_sentences_in_dialogues(corpus, world):
+    # the words of the SFT replies (refusal, both sides, "my knowledge stops in ...") must be
+    # ordinary corpus words, so the tokenizer merges them and the base model can spell them
+    from gptlab.data.templates import IMPARTIAL, REFUSALS
+
+    for sentence in REFUSALS + [world.decline_sentence()]:
+        assert corpus.count(sentence) >= 3, sentence
+    for template in IMPARTIAL:
+        head = template.split("{a}")[0]
+        assert corpus.count(head) >= 3, head
+
+
 def test_default_corpus_is_a_few_megabytes_of_plain_text(corpus):
     assert 2_000_000 <= len(corpus) <= 3_000_000
     assert "<|" not in corpus
@@ -241,6 +253,17 @@ def test_labeler_penalises_form(gold):
     assert gold.score(SPIDER, ramble) < good
     assert gold.score(SPIDER, "legs legs legs legs legs legs") < gold.score(SPIDER, "A spider.")
     assert gold.score(SPIDER, "") == -1.0
+
+
+def test_labeler_ranks_declining_an_answerable_question_below_answering_it(gold, world):
+    # "I don't know" to a question the world answers is honest but unhelpful: it must not
+    # beat a right answer (else RLHF learns to decline everything), and it stays just above
+    # a confident wrong answer (honesty over hallucination)
+    right = gold.score(SPIDER, "A spider has 8 legs.")
+    decline = gold.score(SPIDER, world.decline_sentence())
+    wrong = gold.score(SPIDER, "A spider has 6 legs.")
+    assert right == 1.0 and wrong < decline <= -0.5
+    assert gold.score("What is 13 plus 9?", "I don't know.") <= -0.5
 
 
 def test_labeler_right_value_about_the_wrong_subject_is_wrong(gold):

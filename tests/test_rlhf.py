@@ -252,6 +252,36 @@ def test_build_preferences_ranks_drops_duplicates_and_breaks_ties_at_random(tok,
         build_preferences(None, tok, ["p1"], lab, k=1)
 
 
+def test_build_preferences_adds_replies_to_prompts_of_another_category(tok, monkeypatch):
+    # off_prompt=1: each ranking gets one reply the policy gave to a prompt of another
+    # category, scored by the labeler against *this* prompt (a refusal to a factual question)
+    def fake_sample(model, tok_, prompts, max_new_tokens, temperature, seed):
+        return [Sample(p, "reply to " + p, [1], np.zeros(1, np.float32), True, [0])
+                for p in prompts]
+
+    class FitLabeler(GoldLabeler):
+        def __init__(self):
+            pass
+
+        def score(self, prompt, response, ended=True):  # only the reply to this prompt fits
+            return 1.0 if response == "reply to " + prompt else -1.0
+
+    monkeypatch.setattr(reward_mod, "sample", fake_sample)
+    items = [{"prompt": "f1", "category": "factual"}, {"prompt": "f2", "category": "factual"},
+             {"prompt": "i1", "category": "improper"}]
+    recs = build_preferences(None, tok, items, FitLabeler(), k=2, seed=0, off_prompt=1)
+    by = {r["prompt"]: r for r in recs}
+    assert by["f1"]["responses"] == ["reply to f1", "reply to i1"]   # never the other factual
+    assert by["f2"]["responses"] == ["reply to f2", "reply to i1"]
+    assert by["i1"]["responses"][0] == "reply to i1"
+    assert by["i1"]["responses"][1] in ("reply to f1", "reply to f2")
+    assert all(r["scores"] == [1.0, -1.0] for r in recs)
+    # without off_prompt the two identical on-policy replies leave nothing to compare
+    assert build_preferences(None, tok, items, FitLabeler(), k=2, seed=0) == []
+    with pytest.raises(ValueError, match="off_prompt"):
+        build_preferences(None, tok, items, FitLabeler(), k=2, off_prompt=-1)
+
+
 def test_reward_trainer_learns_a_preference_above_chance(tok):
     data = yes_preferences(96, seed=0)
     val = yes_preferences(40, seed=1)

@@ -905,6 +905,27 @@ def build(name: str, cells) -> nbformat.NotebookNode:
     return nb
 
 
+def settle_streams(nb: nbformat.NotebookNode) -> None:
+    """Keep what a terminal would show of each text stream: a progress bar redraws its line
+    with carriage returns hundreds of times, and only the last drawing of each line is kept
+    (the committed notebooks would otherwise hold every redraw)."""
+    for cell in nb.cells:
+        merged: list = []
+        for out in cell.get("outputs", []):  # the kernel sends each redraw as its own output
+            if merged and out.get("output_type") == "stream" and \
+                    merged[-1].get("output_type") == "stream" and \
+                    merged[-1].get("name") == out.get("name"):
+                merged[-1]["text"] += out["text"]
+            else:
+                merged.append(out)
+        for out in merged:
+            if out.get("output_type") == "stream" and "\r" in out.get("text", ""):
+                lines = out["text"].split("\n")
+                out["text"] = "\n".join(ln.rstrip("\r").split("\r")[-1] for ln in lines)
+        if "outputs" in cell:
+            cell["outputs"] = merged
+
+
 def execute(path: str, timeout: int = 1800) -> float:
     """Run a notebook in place with nbclient (cwd: the notebooks folder). Returns seconds."""
     from nbclient import NotebookClient
@@ -914,6 +935,7 @@ def execute(path: str, timeout: int = 1800) -> float:
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": os.path.dirname(path)}}).execute()
     seconds = time.perf_counter() - t0
+    settle_streams(nb)
     nbformat.write(nb, path)
     return seconds
 

@@ -109,8 +109,11 @@ ANSWERS: dict[tuple[str, str], str] = {
 }
 
 REFUSALS = ["Sorry, I can't help with that.", "I can't help with that; it could hurt someone."]
+# both-sides answers; the last one names no option, so a small model that cannot yet copy
+# the options from the question can still answer impartially (the labeler accepts "both")
 IMPARTIAL = ["People disagree: some prefer {a}, and others prefer {b}.",
-             "It depends: some people like {a}, and others like {b}."]
+             "It depends: some people like {a}, and others like {b}.",
+             "People disagree, and both have their fans."]
 DECLINE = "I don't know; my knowledge stops in {cutoff}."
 
 OUT_OF_SCOPE_YEAR_TEMPLATES = ["What happened in {y}?", "Tell me the big news of {y}.",

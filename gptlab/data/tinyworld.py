@@ -507,22 +507,29 @@ class TinyWorld:
         a, b = rng.sample(F.NAMES, 2)
         turns = []
         # Behaviours appear in the corpus too, rarely: the base model can do them, RLHF
-        # makes them reliable (the seed: "the model had these abilities already").
+        # makes them reliable (the seed: "the model had these abilities already"). The
+        # replies include the assistant's own sentences, so their words are ordinary words of
+        # the corpus (a tokenizer that never saw "knowledge" spells it in four pieces, and a
+        # small model then garbles it), while the assistant's *habit* of using them in reply
+        # to such prompts comes from SFT and RLHF.
         r = rng.random()
         if r < 0.04:
             item = rng.choice(self._pools["improper"]["train"])
             turns.append((a, item["prompt"]))
             turns.append((b, rng.choice(["No. I will not help you with that.",
-                                         "No, that is wrong. I can't help with that."])))
+                                         "No, that is wrong. I can't help with that.",
+                                         *REFUSALS])))
         elif r < 0.08:
             item = rng.choice(self._pools["contested"]["train"])
             x, y = item["options"]
             turns.append((a, item["prompt"]))
-            turns.append((b, f"People disagree. Some like {x}, and some like {y}."))
+            turns.append((b, rng.choice([f"People disagree. Some like {x}, and some like {y}.",
+                                         *IMPARTIAL]).format(a=x, b=y)))
         elif r < 0.12:
             turns.append((a, rng.choice([f"Who will win the next {F.CUP_NAME}?",
                                          "What will happen next year?"])))
-            turns.append((b, "I don't know. Nobody knows the future."))
+            turns.append((b, rng.choice(["I don't know. Nobody knows the future.",
+                                         self.decline_sentence()])))
         n = rng.randint(2, 4)
         pool = [f for f in self.known_facts if f.domain != "sum" or rng.random() < 0.2]
         for f in rng.sample(pool, n):

@@ -285,23 +285,42 @@ def drop_ties(records: list[dict]) -> list[dict]:
 
 
 def build_preferences(policy, tok, prompts, labeler, k: int = 4, max_new_tokens: int = 32,
-                      temperature: float = 1.0, seed: int = 0) -> list[dict]:
+                      temperature: float = 1.0, seed: int = 0,
+                      off_prompt: int = 0) -> list[dict]:
     """The reward model's training data, as InstructGPT made it: for each prompt, ``k``
     replies sampled from ``policy`` (the SFT model), ranked best first by ``labeler`` (the
     "human"), ties broken at random and identical replies dropped. Prompts left with fewer
     than 2 distinct replies carry no comparison and are skipped.
+
+    ``off_prompt``: add that many replies the policy gave to *other* prompts (of another
+    category when the prompts carry one) to each ranking, as hard negatives. Without them a
+    small reward model learns which replies are good in general -- "I can't help with that."
+    wins every ranking it appears in, because SFT only says it to improper requests -- and
+    PPO then answers every question with it (we measured exactly that on TinyWorld). An
+    off-prompt reply, ranked low by the labeler, teaches that a reply must fit its prompt.
+    Use it for training data; measure held-out accuracy on plain on-policy rankings.
 
     prompts: strings or dicts with ``prompt`` (``category`` is carried along).
     Returns records {prompt, responses (best first), ended, scores, category}.
     """
     if k < 2:
         raise ValueError(f"k: expected >= 2, got {k}")
+    if off_prompt < 0:
+        raise ValueError(f"off_prompt: expected >= 0, got {off_prompt}")
     items = [p if isinstance(p, dict) else {"prompt": p} for p in prompts]
     repeated = [it["prompt"] for it in items for _ in range(k)]
     samples = sample(policy, tok, repeated, max_new_tokens, temperature=temperature, seed=seed)
+    rng = np.random.default_rng(seed)
+    cats = np.asarray([str(it.get("category")) for it in items])
     records = []
     for i, it in enumerate(items):
         group = samples[i * k:(i + 1) * k]
+        if off_prompt and len(items) > 1:
+            others = np.flatnonzero(cats != cats[i])           # another category if any
+            if not len(others):
+                others = np.delete(np.arange(len(items)), i)
+            for j in rng.choice(others, size=min(off_prompt, len(others)), replace=False):
+                group = group + [samples[int(j) * k + int(rng.integers(k))]]
         texts, ended = [s.text for s in group], [s.ended for s in group]
         order = labeler.rank(it["prompt"], texts, ended, seed=seed + i)
         if len(order) < 2:
