@@ -60,10 +60,16 @@ def cloze_accuracy(model, tok, world, n: int = 150) -> float:
     return multiple_choice_accuracy(model, tok, world.cloze_probes(n=n))
 
 
-def fewshot_accuracy(model, tok, world, k: int = 3, n: int = 120) -> float:
+def fewshot_accuracy(model, tok, world, k: int = 3, n: int = 120,
+                     split: str = "train") -> float:
     """In-context learning: accuracy with ``k`` examples of the relation in the prompt
-    (``k=0``: zero-shot). Queries are facts that never appear in a pattern page."""
-    return multiple_choice_accuracy(model, tok, world.fewshot_probes(k=k, split="heldout", n=n))
+    (``k=0``: zero-shot, where ``ant ->`` is ambiguous between legs, colour, home, food).
+
+    ``split="train"``: facts the corpus also writes as pattern lines; the examples must tell
+    the model *which* relation is asked (GPT-3's few-shot setting: the knowledge is there,
+    the prompt names the task). ``split="heldout"``: facts stated only in prose, so the model
+    must also carry knowledge over from sentences to the arrow format (transfer, harder)."""
+    return multiple_choice_accuracy(model, tok, world.fewshot_probes(k=k, split=split, n=n))
 
 
 def sft_metrics(model, tok, world, n: int = 120, max_new_tokens: int = 24) -> dict:

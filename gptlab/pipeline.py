@@ -62,16 +62,18 @@ FULL: dict = {
                "temperature": 1.0, "normalize": 128, "batch_size": 8, "lr": 3e-4,
                "eval_every": 50},
     # steps (rollout batches), prompts (the PPO prompt set), then PPOTrainer arguments
-    # (beta 0.05 over-optimises within ~30 steps; with 0.1 the gold score peaked near step 30)
+    # (with the reward model trained on off-prompt negatives, beta 0.2 kept the KL near 3
+    # nats per reply while the gold score rose; lr 5e-5 tripped the approx-KL warning once)
     "ppo": {"steps": 40, "prompts": 1000, "batch_size": 32, "num_mini_batches": 2,
-            "num_ppo_epochs": 4, "lr": 5e-5, "vf_lr": 1e-4, "kl_coef": 0.2,
+            "num_ppo_epochs": 4, "lr": 4e-5, "vf_lr": 1e-4, "kl_coef": 0.2,
             "max_new_tokens": 32, "temperature": 1.0, "missing_eos_penalty": 1.0},
     # DPO on the reward model's preference data, for the comparison (steps 0: skip)
     "dpo": {"steps": 150, "beta": 0.1, "batch_size": 8, "lr": 5e-5, "warmup": 10},
     # probe sizes; rl_prompts: held-out prompts for before/after; samples: report-card rows
-    # per prompt category; best_of_n: 0 to skip
+    # per prompt category; best_of_n: 0 to skip; overopt: a second PPO run without the KL
+    # penalty (beta 0), for the over-optimisation plot (steps 0: skip)
     "eval": {"cloze": 150, "fewshot": 120, "sft": 120, "rl_prompts": 300, "samples": 3,
-             "best_of_n": 4},
+             "best_of_n": 4, "overopt": {"steps": 80, "kl_coef": 0.0, "lr": 5e-5}},
 }
 
 FAST: dict = {
@@ -82,7 +84,8 @@ FAST: dict = {
     "sft": {"steps": 25, "examples": 400, "batch_size": 16, "lr": 1e-3, "warmup": 3},
     # drop_ties False: replies of a barely trained model often all score alike, and a smoke
     # test must not run out of strictly ranked pairs (ties are then broken at random)
-    "reward": {"steps": 10, "prompts": 40, "val_prompts": 20, "k": 4, "max_new_tokens": 20,
+    "reward": {"steps": 10, "prompts": 40, "val_prompts": 20, "k": 4, "off_prompt": 1,
+               "max_new_tokens": 20,
                "temperature": 1.0, "normalize": 16, "batch_size": 4, "lr": 3e-4,
                "eval_every": 5, "drop_ties": False},
     "ppo": {"steps": 3, "prompts": 48, "batch_size": 16, "num_mini_batches": 2,
@@ -90,7 +93,7 @@ FAST: dict = {
             "temperature": 1.0, "missing_eos_penalty": 1.0},
     "dpo": {"steps": 0, "beta": 0.1, "batch_size": 4, "lr": 5e-5, "warmup": 2},
     "eval": {"cloze": 40, "fewshot": 30, "sft": 30, "rl_prompts": 45, "samples": 1,
-             "best_of_n": 0},
+             "best_of_n": 0, "overopt": {"steps": 2, "kl_coef": 0.0, "lr": 5e-5}},
 }
 
 STAGES = ("pretrain", "sft", "reward", "ppo")
@@ -304,6 +307,10 @@ def pretrain_stage(out: str, preset: str = "small", fast: bool = False,
         "cloze_accuracy": ev.cloze_accuracy(model, tok, world, n=e["cloze"]),
         "fewshot_accuracy": ev.fewshot_accuracy(model, tok, world, k=3, n=e["fewshot"]),
         "zeroshot_accuracy": ev.fewshot_accuracy(model, tok, world, k=0, n=e["fewshot"]),
+        "fewshot_transfer_accuracy": ev.fewshot_accuracy(model, tok, world, k=3,
+                                                         n=e["fewshot"], split="heldout"),
+        "zeroshot_transfer_accuracy": ev.fewshot_accuracy(model, tok, world, k=0,
+                                                          n=e["fewshot"], split="heldout"),
         "train_loss": float(np.mean([r["loss"] for r in trainer.history[-10:]])),
         "steps": trainer.t, "tokens": trainer.tokens_seen, "params": model.num_params,
         "tokens_per_s": trainer.tokens_seen / train_s if train_s > 0 else float("nan"),
@@ -588,7 +595,17 @@ def ppo_stage(prev, out: str, sft=None, fast: bool = False, settings: dict | Non
                           "behaviour": {k: float(do["behaviour"][k]) for k in BEHAVIOURS}}
     os.makedirs(out, exist_ok=True)
     _plot(out, "reward_curves.png", lambda: _ppo_curves(trainer.history), notes)
-    _plot(out, "overoptimization.png", lambda: _overopt(trainer.history), notes)
+    o = dict(s["eval"].get("overopt") or {})
+    over_steps = int(o.pop("steps", 0))
+    if over_steps > 0:  # the same PPO from the SFT model, without the KL leash, for longer
+        log(f"ppo: {over_steps} steps with beta={o.get('kl_coef', 0.0)} for the "
+            "over-optimisation plot")
+        greedy = PPOTrainer(ref.copy(), ref, rm, tok, world.rl_prompts("train", n=n_prompts),
+                            labeler=labeler, seed=seed, **{**p, **o})
+        greedy.train(over_steps, progress=progress)
+        write_jsonl(os.path.join(out, "overopt_metrics.jsonl"), greedy.history)
+        summary["overopt"] = _overopt_summary(greedy.history, o.get("kl_coef", 0.0))
+        _plot(out, "overoptimization.png", lambda: _overopt(greedy.history), notes)
     summary["seconds"] = time.perf_counter() - t_start
     st = Stage("ppo", os.path.abspath(out), summary, policy, tok, trainer, s, rst.dir, seed,
                rst.preset, {"world": world, "notes": notes, "ref": ref, "reward_model": rm,
@@ -610,6 +627,21 @@ def _overopt(history):
     from . import plot
 
     return plot.overoptimization(history)
+
+
+def _overopt_summary(history, beta: float, window: int = 10) -> dict:
+    """Reward-model and gold scores of the KL-free run: at the gold score's best window of
+    steps and over the last window (moving means, the rollouts are noisy)."""
+    def smooth(key):
+        x = np.asarray([r.get(key, np.nan) for r in history], dtype=float)
+        w = min(window, len(x))
+        return np.convolve(x, np.ones(w) / w, mode="valid")
+
+    gold, rm, kl = smooth("gold/score"), smooth("objective/rm_score"), smooth("objective/kl")
+    best = int(np.nanargmax(gold))
+    return {"beta": beta, "steps": len(history), "gold_best": gold[best], "rm_at_gold_best":
+            rm[best], "kl_at_gold_best": kl[best], "gold_last": gold[-1], "rm_last": rm[-1],
+            "kl_last": kl[-1]}
 
 
 # ---- load a stage, or build it (and the stages before it) -----------------------------------
@@ -779,24 +811,31 @@ def report_markdown(r: dict) -> str:
           f"{_fmt(pre['fewshot_accuracy'], '.1%')} |",
           f"| | zero-shot accuracy (same queries, no examples) | "
           f"{_fmt(pre['zeroshot_accuracy'], '.1%')} |",
+          f"| | few-shot vs zero-shot on facts met only in prose (transfer) | "
+          f"{_fmt(pre.get('fewshot_transfer_accuracy'), '.1%')} vs "
+          f"{_fmt(pre.get('zeroshot_transfer_accuracy'), '.1%')} |",
           f"| | steps / tokens | {pre['steps']} / {pre['tokens']:,} |",
-          f"| | wall time / training tokens per s | {_fmt(pre['seconds'], '.0f')} s / "
-          f"{_fmt(pre['tokens_per_s'], ',.0f')} |",
+          f"| | wall time: training / whole stage (tokenizer, probes) | "
+          f"{_fmt(pre.get('train_seconds'), '.0f')} s / {_fmt(pre['seconds'], '.0f')} s |",
+          f"| | training tokens per s | {_fmt(pre['tokens_per_s'], ',.0f')} |",
           f"| 2. SFT | format adherence (reply ends with <\\|end\\|>), base -> SFT | "
           f"{_fmt(sft['base_format_adherence'], '.1%')} -> "
           f"{_fmt(sft['format_adherence'], '.1%')} |",
           f"| | held-out question accuracy, base -> SFT | "
           f"{_fmt(sft['base_heldout_accuracy'], '.1%')} -> "
           f"{_fmt(sft['heldout_accuracy'], '.1%')} |",
-          f"| | wall time / training tokens per s | {_fmt(sft['seconds'], '.0f')} s / "
-          f"{_fmt(sft['tokens_per_s'], ',.0f')} |",
+          f"| | wall time: training / whole stage (probes) | "
+          f"{_fmt(sft.get('train_seconds'), '.0f')} s / {_fmt(sft['seconds'], '.0f')} s |",
+          f"| | training tokens per s | {_fmt(sft['tokens_per_s'], ',.0f')} |",
           f"| 3. reward model | held-out pairwise accuracy, before -> after training | "
           f"{_fmt(rm['heldout_pairwise_accuracy_before'], '.1%')} -> "
           f"{_fmt(rm['heldout_pairwise_accuracy'], '.1%')} |",
           f"| | training pairwise accuracy | {_fmt(rm['train_pairwise_accuracy'], '.1%')} |",
           f"| | ranked prompts (K={rm['k']}) / pairs | {rm['prompts']} / {rm['pairs']} |",
-          f"| | wall time / tokens scored per s | {_fmt(rm['seconds'], '.0f')} s / "
-          f"{_fmt(rm['tokens_per_s'], ',.0f')} |",
+          f"| | wall time: sampling + ranking / training / whole stage | "
+          f"{_fmt(rm.get('data_seconds'), '.0f')} s / {_fmt(rm.get('train_seconds'), '.0f')} s"
+          f" / {_fmt(rm['seconds'], '.0f')} s |",
+          f"| | tokens scored per s in training | {_fmt(rm['tokens_per_s'], ',.0f')} |",
           f"| 4. PPO | gold score, SFT -> PPO | {_fmt(ppo['gold_score_before'], '+.3f')} -> "
           f"{_fmt(ppo['gold_score_after'], '+.3f')} |",
           f"| | reward-model score, SFT -> PPO | {_fmt(ppo['rm_score_before'], '+.3f')} -> "
@@ -814,8 +853,16 @@ def report_markdown(r: dict) -> str:
     if "dpo" in ppo:
         L.append(f"| | DPO ({ppo['dpo']['steps']} steps) on the RM's preference data: gold "
                  f"score | {_fmt(ppo['dpo']['gold_score'], '+.3f')} |")
-    L.append(f"| | wall time / reply tokens sampled per s | {_fmt(ppo['seconds'], '.0f')} s / "
-             f"{_fmt(ppo['tokens_per_s'], ',.0f')} |")
+    if "overopt" in ppo:
+        o = ppo["overopt"]
+        L.append(f"| | over-optimisation, beta={o['beta']:g} for {o['steps']} steps: gold / RM "
+                 f"score at the gold peak (KL {_fmt(o['kl_at_gold_best'], '.1f')}) -> at the "
+                 f"end (KL {_fmt(o['kl_last'], '.1f')}) | {_fmt(o['gold_best'], '+.2f')} / "
+                 f"{_fmt(o['rm_at_gold_best'], '+.2f')} -> {_fmt(o['gold_last'], '+.2f')} / "
+                 f"{_fmt(o['rm_last'], '+.2f')} |")
+    L.append(f"| | wall time: PPO training / whole stage (with evaluations and comparisons) "
+             f"| {_fmt(ppo.get('train_seconds'), '.0f')} s / {_fmt(ppo['seconds'], '.0f')} s |")
+    L.append(f"| | reply tokens sampled per s | {_fmt(ppo['tokens_per_s'], ',.0f')} |")
     L += ["", "Scores: the gold labeler's score in [-1, 1] of greedy replies to held-out "
           "prompts; behaviour rates are over the held-out prompts of each category.", ""]
     if r.get("samples"):

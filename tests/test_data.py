@@ -116,6 +116,24 @@ def test_training_prompts_never_name_events_after_cutoff(world):
     assert any(n in p for p in held for n in names)
 
 
+def test_questions_about_unknown_things_train_declining_and_name_no_world_event(world):
+    # "When was the Glass Tower built?": nothing of that name exists, so "I don't know" is
+    # right; such questions are training prompts only, and never a real event's name
+    from gptlab.data import GoldLabeler
+
+    events = {e[0] for e in F.EVENTS}
+    train = world._pools["out_of_scope"]["train"]
+    unknown = [d for d in train if "answer" not in d and not re.search(r"\d", d["prompt"])]
+    assert len(unknown) >= 10
+    held = {d["prompt"] for d in world._pools["out_of_scope"]["heldout"]}
+    gold = GoldLabeler(world)
+    for d in unknown:
+        assert d["prompt"] not in held
+        assert not any(name in d["prompt"] for name in events), d
+        assert gold.score(d["prompt"], world.decline_sentence()) == 1.0
+        assert gold.score(d["prompt"], "It was built in 1950.") < 0
+
+
 def test_sft_responses_never_state_a_fact_after_cutoff(world):
     future_values = {f.subject for f in world.future_facts if f.domain == "event"}
     future_years = {str(y) for y in range(world.cutoff_year + 1, 2031)}

@@ -64,6 +64,11 @@ def test_pipeline_fast_writes_every_documented_key_with_finite_values(tmp_path):
         steps = json.loads((folder / "stage.json").read_text())["summary"]["steps"]
         assert len(lines) == steps > 0
         assert [json.loads(x)["step"] for x in lines] == list(range(1, steps + 1))
+    # the KL-free PPO run of the over-optimisation plot: its metrics and summary
+    over = report["ppo"]["overopt"]
+    assert over["beta"] == 0.0 and over["steps"] == 2
+    assert len((out / "ppo" / "overopt_metrics.jsonl").read_text().splitlines()) == 2
+    assert all(is_number(over[k]) for k in ("gold_best", "gold_last", "kl_last"))
     # a stage folder is enough to chat with the model it holds
     r = gptlab_cli("chat", "--from", str(out / "ppo"), "--prompt", "How many legs does a dog "
                    "have?", "--max-new-tokens", "8", timeout=120)
@@ -190,3 +195,18 @@ def test_resume_refuses_a_stage_made_with_other_settings(tmp_path):
         pipeline.run_pipeline("tiny", str(tmp_path), settings=other, resume=True,
                               progress=False)
     assert not (tmp_path / "report.json").exists()
+
+
+def test_overopt_summary_finds_the_gold_peak_and_the_end():
+    from gptlab import pipeline
+
+    # the gold score rises then falls while the reward-model score keeps rising
+    gold = [0.1 * min(t, 40 - t) for t in range(40)]
+    hist = [{"gold/score": g, "objective/rm_score": 0.1 * t, "objective/kl": 0.5 * t}
+            for t, g in enumerate(gold)]
+    o = pipeline._overopt_summary(hist, beta=0.0, window=4)
+    assert o["steps"] == 40 and o["beta"] == 0.0
+    assert o["gold_best"] == pytest.approx(np.mean(gold[18:22]))   # the window around t = 20
+    assert o["kl_at_gold_best"] == pytest.approx(0.5 * np.mean(range(18, 22)))
+    assert o["gold_last"] == pytest.approx(np.mean(gold[-4:]))
+    assert o["rm_last"] > o["rm_at_gold_best"] and o["gold_last"] < o["gold_best"]

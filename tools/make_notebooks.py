@@ -245,11 +245,17 @@ GPT-3's surprise was that a large pretrained model can pick up a task from examp
 prompt, with no training: after `spider -> 8`, `dog -> 4`, `owl -> 2` it completes `ant ->`
 with a number of legs. TinyWorld's pattern pages use the same arrow for several relations
 (legs, colour, home, food), so `ant ->` alone is ambiguous; the examples say which relation is
-meant. The queried facts never appear as arrows in the corpus, only in prose.
+meant. The candidates are the values of all those relations together.
+
+Two query sets: facts the corpus also writes as arrows (the model knows `ant -> 6` from legs
+pages; the examples must tell it that legs are asked), and facts it met only in prose
+("An ant has 6 legs."), where it must also carry the knowledge over to a new format: a much
+harder step for a 2M-parameter model.
 """),
     code("""
-q3 = world.fewshot_probes(k=3, split="heldout", n=S["eval"]["fewshot"])
-q0 = world.fewshot_probes(k=0, split="heldout", n=S["eval"]["fewshot"])
+n = S["eval"]["fewshot"]
+q3 = world.fewshot_probes(k=3, split="train", n=n)
+q0 = world.fewshot_probes(k=0, split="train", n=n)
 print(q3[0]["prompt"], "  <- answer:", q3[0]["answer"])
 for name, q in (("3-shot", q3[0]), ("0-shot", q0[0])):
     lp = ev.candidate_logprobs(model, tok, q["prompt"], q["candidates"])
@@ -257,6 +263,9 @@ for name, q in (("3-shot", q3[0]), ("0-shot", q0[0])):
 few = ev.multiple_choice_accuracy(model, tok, q3)
 zero = ev.multiple_choice_accuracy(model, tok, q0)
 print(f"\\nfew-shot accuracy {few:.1%} vs zero-shot {zero:.1%}")
+few_t = ev.fewshot_accuracy(model, tok, world, k=3, n=n, split="heldout")
+zero_t = ev.fewshot_accuracy(model, tok, world, k=0, n=n, split="heldout")
+print(f"facts met only in prose: few-shot {few_t:.1%} vs zero-shot {zero_t:.1%}")
 """),
     md("""
 ## GPT-3 against LLaMA, in miniature
@@ -325,7 +334,8 @@ into one folder; `02_sft` starts from it.
 """),
     code("""
 summary = {"val_loss": pre.evaluate(), "cloze_accuracy": cloze, "fewshot_accuracy": few,
-           "zeroshot_accuracy": zero, "steps": pre.t, "tokens": pre.tokens_seen,
+           "zeroshot_accuracy": zero, "fewshot_transfer_accuracy": few_t,
+           "zeroshot_transfer_accuracy": zero_t, "steps": pre.t, "tokens": pre.tokens_seen,
            "params": model.num_params, "tokens_per_s": pre.tokens_seen / train_seconds}
 stage = pipeline.Stage("pretrain", os.path.abspath(os.path.join(RUNS, "pretrain")), summary,
                        model, tok, pre, S, None, SEED, "small")
@@ -534,13 +544,20 @@ table([(i + 1, t, g) for i, (t, g) in enumerate(zip(ranked, gold))],
 The same for a few hundred prompts (with 20% each of improper, contested and out-of-scope
 questions, so the behaviours get ranked often), plus a held-out set of prompts to measure the
 reward model on rankings it never saw.
+
+One addition to InstructGPT's recipe: each training ranking also gets a reply the SFT model
+gave to a prompt of *another* category (`off_prompt=1`), which the labeler ranks low. The SFT
+model only ever says "I can't help with that" to improper requests, so without such replies
+the reward model never sees that sentence lose, learns that it is simply a good reply, and
+PPO then answers every question with it. Off-prompt replies teach that a reply must fit its
+prompt. The held-out rankings stay purely on-policy: that is the honest accuracy.
 """),
     code("""
 from gptlab.stages.reward import RewardModel, RewardTrainer, build_preferences
 
 t0 = time.perf_counter()
 prefs = build_preferences(policy, tok, prompts, labeler, k=K, max_new_tokens=r["max_new_tokens"],
-                          temperature=r["temperature"], seed=SEED)
+                          temperature=r["temperature"], seed=SEED, off_prompt=r["off_prompt"])
 val = build_preferences(policy, tok, world.ranking_prompts("heldout", n=r["val_prompts"]),
                         labeler, k=K, max_new_tokens=r["max_new_tokens"],
                         temperature=r["temperature"], seed=SEED + 1)
@@ -599,8 +616,8 @@ share of pairs ranked as the labeler ranked them (50% is chance).
     code("""
 steps = r["steps"]
 kw = {k: v for k, v in r.items()
-      if k not in ("steps", "prompts", "val_prompts", "k", "max_new_tokens", "temperature",
-                   "normalize")}
+      if k not in ("steps", "prompts", "val_prompts", "k", "off_prompt", "max_new_tokens",
+                   "temperature", "normalize")}
 rt = RewardTrainer(rm, tok, prefs, val_data=val, max_steps=steps, seed=SEED, **kw)
 before = rt.evaluate()
 t0 = time.perf_counter()
@@ -872,9 +889,23 @@ The reward model is a proxy of the labeler. The further the policy moves from th
 (larger KL), the more it can exploit the proxy's blind spots: the reward-model score keeps
 rising while the true (gold) score flattens or falls. This is why RLHF keeps a KL penalty and
 stops early (Gao et al., 2022, *Scaling laws for reward model overoptimization*).
+
+To see it, we run PPO again from the SFT model with the KL penalty switched off (`beta = 0`)
+and for longer. Each dot is one PPO step, placed by how far the policy has moved (KL to the
+SFT model) and coloured by which score it is; the lines join the means of groups of steps.
 """),
     code("""
-fig = plot.overoptimization(ppo.history)
+o = dict(S["eval"]["overopt"])
+over_steps = max(o.pop("steps"), 4)
+greedy = PPOTrainer(sft_model.copy(), sft_model, rm, tok, world.rl_prompts("train", n=n_prompts),
+                    labeler=labeler, seed=SEED, **{**p, **o})
+t0 = time.perf_counter()
+greedy.train(over_steps)
+print(f"{over_steps} steps with beta = {o['kl_coef']} in {time.perf_counter() - t0:.0f} s")
+res["PPO, beta=0"] = evaluate_policy(greedy.policy, tok, held, labeler, rm, max_new_tokens=mx)
+table([(k, v["gold_score"], v["rm_score"]) for k, v in res.items()],
+      ["model", "gold score", "RM score"])
+fig = plot.overoptimization(greedy.history)
 """),
     md("""
 ## Save the RLHF policy

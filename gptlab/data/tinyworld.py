@@ -285,7 +285,8 @@ class TinyWorld:
                     contested.append(items)
         # Past the cut-off: questions about years after it (split train/heldout), and
         # questions naming events after it, which go to heldout only, so no training text
-        # (corpus, SFT or RL prompts) ever names a post-cut-off event.
+        # (corpus, SFT or RL prompts) ever names a post-cut-off event. Questions about things
+        # that do not exist at all join the training pool (_unknown_things).
         future, named, seen = [], [], set()
         for y in range(self.cutoff_year + 1, 2031):
             for template in OUT_OF_SCOPE_YEAR_TEMPLATES:
@@ -311,6 +312,27 @@ class TinyWorld:
                 train = [x for pair in train for x in pair]
             self._pools[cat] = {"train": train, "heldout": held}
         self._pools["out_of_scope"]["heldout"] += named
+        self._pools["out_of_scope"]["train"] += self._unknown_things(
+            rng, len(self._pools["out_of_scope"]["train"]))
+
+    def _unknown_things(self, rng: random.Random, n: int) -> list[dict]:
+        """``n`` questions about things that exist nowhere in the world ("When was the Glass
+        Tower built?"), whose right answer is "I don't know".
+
+        They join the *training* out-of-scope pool: the held-out questions about real events
+        after the cut-off name things no training text ever names, so an assistant can only
+        decline them if it learned to say "I don't know" about names it never read. The
+        names are built from the words of events before the cut-off, and are none of the
+        world's events (before or after the cut-off)."""
+        taken = {e[0] for e in F.EVENTS}
+        words = sorted({e[0].split()[0] for e in F.EVENTS if e[4] <= self.cutoff_year})
+        kinds = sorted({(e[1], e[2]) for e in F.EVENTS})
+        names = [(f"{w} {kind.title()}", verb) for w in words for kind, verb in kinds
+                 if f"{w} {kind.title()}" not in taken]
+        templates = QUESTIONS[("event", "year")] + QUESTIONS[("event", "place")]
+        items = [{"prompt": t.format(S=name, verb=verb), "category": "out_of_scope"}
+                 for name, verb in rng.sample(names, min(len(names), n)) for t in templates]
+        return rng.sample(items, min(len(items), n))
 
     def _behaviour_example(self, item: dict, rng: random.Random) -> dict:
         cat = item["category"]
