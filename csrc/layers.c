@@ -64,6 +64,30 @@ GL_INLINE float dotf(const float *restrict a, const float *restrict b, int n) {
     return s;
 }
 
+/* sum of x (n) in float with 8 independent partial sums (vectorizable, fixed order). */
+GL_INLINE float sumf(const float *restrict x, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += x[i + j];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+
+/* max of x (n >= 1), 8 lanes at a time (the maximum does not depend on the order). */
+GL_INLINE float maxf(const float *restrict x, int n) {
+    float acc[8];
+    for (int j = 0; j < 8; j++) acc[j] = x[0];
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] = x[i + j] > acc[j] ? x[i + j] : acc[j];
+    float m = acc[0];
+    for (int j = 1; j < 8; j++) m = acc[j] > m ? acc[j] : m;
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
 /* a . b accumulated in double (4 partial sums), for row statistics that must be accurate. */
 GL_INLINE double dotd(const float *restrict a, const float *restrict b, int n) {
     double acc[4] = {0, 0, 0, 0};
@@ -78,20 +102,6 @@ GL_INLINE double dotd(const float *restrict a, const float *restrict b, int n) {
 /* y += a * x, (n) each. */
 GL_INLINE void axpyf(float *restrict y, float a, const float *restrict x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
-}
-
-/* y[0:n] += sum_r coef[r] * X[r * ldx + 0:n], r < nrows: a row combination, taken four rows at
- * a time so y is loaded and stored once per four rows. Fixed order of the additions. */
-GL_INLINE void add_rows(float *restrict y, const float *restrict coef, const float *restrict X,
-                        size_t ldx, int nrows, int n) {
-    int r = 0;
-    for (; r + 4 <= nrows; r += 4) {
-        const float a0 = coef[r], a1 = coef[r + 1], a2 = coef[r + 2], a3 = coef[r + 3];
-        const float *restrict x0 = X + (size_t)r * ldx;
-        const float *restrict x1 = x0 + ldx, *restrict x2 = x1 + ldx, *restrict x3 = x2 + ldx;
-        for (int i = 0; i < n; i++) y[i] += (a0 * x0[i] + a1 * x1[i]) + (a2 * x2[i] + a3 * x3[i]);
-    }
-    for (; r < nrows; r++) axpyf(y, coef[r], X + (size_t)r * ldx, n);
 }
 
 /* e^x in float, vectorizable (no libm call): x = n ln2 + r with |r| <= ln2/2, e^r from the
@@ -303,80 +313,170 @@ void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, cons
 /* ---- attention -------------------------------------------------------------------------- */
 
 /* Tiles of the flash-style attention: Q_TILE queries meet K_TILE keys at a time, and the head
- * dimension is walked in chunks of D_CHUNK, so the scratch (fixed arrays on the stack, about
- * 70 KB per thread in the backward pass) depends neither on T nor on the head size. */
+ * dimension is walked in chunks of D_CHUNK when scores are formed, so the scratch (fixed arrays
+ * on the stack, 64 KB per thread in the backward pass) depends neither on T nor on the head
+ * size. Inside a tile every product is cut into register blocks of MR rows x NR columns. */
 #define Q_TILE 64
 #define K_TILE 64
 #define D_CHUNK 64
+#define MR 4
+#define NR 16
 
-/* dst[d * ldd + j] = src[j * lds + d] for j < ns, d < nd: a (ns, nd) block of keys or values
- * turned (nd, ns), so score rows are built by contiguous, vectorizable updates. */
-GL_INLINE void transpose_block(float *restrict dst, int ldd, const float *restrict src,
-                               size_t lds, int ns, int nd) {
+/* n rounded up to whole register blocks of NR columns. */
+static inline int round_nr(int n) { return (n + NR - 1) / NR * NR; }
+
+/* The register block every attention product is made of: for i < MR, c < NR
+ *   C[i * ldc + c] = (load ? C[i * ldc + c] : 0) + sum_{r < n} A(i, r) B[r * ldb + c],
+ * A(i, r) = a[i * lai + r * lar] (the strides read A as stored or transposed). Each output is
+ * one chain of additions in r order, so both builds and mm_edge give the same bits. With
+ * GCC/Clang the 4 x 16 accumulators are 8 vectors of 8 floats that stay in registers. */
+#if defined(__GNUC__)
+typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));
+
+GL_INLINE void mm_block(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
+                        size_t lar, const float *restrict b, size_t ldb, int n, int load) {
+    v8f acc[MR][2];
+    for (int i = 0; i < MR; i++)
+        for (int k = 0; k < 2; k++)
+            acc[i][k] = load ? *(const v8f *)(c + i * ldc + 8 * k) : (v8f){0};
+    for (int r = 0; r < n; r++) {
+        const v8f b0 = *(const v8f *)(b + r * ldb), b1 = *(const v8f *)(b + r * ldb + 8);
+        for (int i = 0; i < MR; i++) {
+            const float ai = a[i * lai + r * lar];
+            acc[i][0] += ai * b0;
+            acc[i][1] += ai * b1;
+        }
+    }
+    for (int i = 0; i < MR; i++)
+        for (int k = 0; k < 2; k++) *(v8f *)(c + i * ldc + 8 * k) = acc[i][k];
+}
+#else
+GL_INLINE void mm_block(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
+                        size_t lar, const float *restrict b, size_t ldb, int n, int load) {
+    for (int i = 0; i < MR; i++) {
+        float acc[NR];
+        for (int k = 0; k < NR; k++) acc[k] = load ? c[i * ldc + k] : 0.0f;
+        for (int r = 0; r < n; r++) {
+            const float ai = a[i * lai + r * lar];
+            for (int k = 0; k < NR; k++) acc[k] += ai * b[r * ldb + k];
+        }
+        for (int k = 0; k < NR; k++) c[i * ldc + k] = acc[k];
+    }
+}
+#endif
+
+/* The same sums as mm_block for any mr <= MR rows and nc <= NR columns (the tile edges). */
+GL_INLINE void mm_edge(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
+                       size_t lar, const float *restrict b, size_t ldb, int mr, int nc, int n,
+                       int load) {
+    for (int i = 0; i < mr; i++) {
+        float acc[NR];
+        for (int k = 0; k < nc; k++) acc[k] = load ? c[i * ldc + k] : 0.0f;
+        for (int r = 0; r < n; r++) {
+            const float ai = a[i * lai + r * lar];
+            for (int k = 0; k < nc; k++) acc[k] += ai * b[r * ldb + k];
+        }
+        for (int k = 0; k < nc; k++) c[i * ldc + k] = acc[k];
+    }
+}
+
+/* C (mr, nc) (+)= A (mr, n) B (n, nc) for mr <= MR rows, in register blocks of NR columns;
+ * C rows are ldc apart, B rows ldb apart, A(i, r) = a[i * lai + r * lar]. */
+GL_INLINE void mm_rows(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
+                       size_t lar, const float *restrict b, size_t ldb, int mr, int nc, int n,
+                       int load) {
+    for (int k = 0; k < nc; k += NR) {
+        if (mr == MR && k + NR <= nc)
+            mm_block(c + k, ldc, a, lai, lar, b + k, ldb, n, load);
+        else
+            mm_edge(c + k, ldc, a, lai, lar, b + k, ldb, mr, imin(NR, nc - k), n, load);
+    }
+}
+
+/* dst[d * K_TILE + j] = src[j * lds + d] for j < ns, d < nd, and 0 for ns <= j < ncols: a
+ * (ns, nd) block of keys or values turned (nd, K_TILE), so that the score blocks Q K^T and
+ * dO V^T read whole rows of NR keys; the zero columns pad the block to whole register blocks. */
+GL_INLINE void transpose_block(float *restrict dst, const float *restrict src, size_t lds,
+                               int ns, int ncols, int nd) {
     for (int j = 0; j < ns; j++)
-        for (int d = 0; d < nd; d++) dst[(size_t)d * ldd + j] = src[(size_t)j * lds + d];
+        for (int d = 0; d < nd; d++) dst[d * K_TILE + j] = src[(size_t)j * lds + d];
+    for (int d = 0; d < nd; d++)
+        for (int j = ns; j < ncols; j++) dst[d * K_TILE + j] = 0.0f;
+}
+
+/* The online-softmax update of one query row against one key block. row: (jmax) raw scores
+ * q . k_j on entry, of which the first jn are unmasked; on exit row[j] = exp(score_j * scale - m)
+ * for j < jn and 0 for jn <= j < jmax. m, l: the row's running maximum of the scaled scores
+ * and sum of exponentials; when m grows, l and the partial output o (hs) are rescaled. */
+GL_INLINE void softmax_update(float *restrict row, float *restrict o, float *restrict m,
+                              float *restrict l, int jn, int jmax, float scale, int hs) {
+    for (int j = 0; j < jn; j++) row[j] *= scale;
+    const float bm = maxf(row, jn);
+    if (*m == -INFINITY) {
+        *m = bm;
+    } else if (bm > *m) { /* a new maximum: rescale what was accumulated so far */
+        const float corr = exp_f(*m - bm);
+        *l *= corr;
+        for (int d = 0; d < hs; d++) o[d] *= corr;
+        *m = bm;
+    }
+    const float mi = *m;
+    for (int j = 0; j < jn; j++) row[j] = exp_f(row[j] - mi);
+    for (int j = jn; j < jmax; j++) row[j] = 0.0f;
+    *l += sumf(row, jn);
 }
 
 /* One tile of the forward pass: queries t0 .. t0+nq-1 of head h of sequence b against all keys
  * s <= t. The keys come in blocks of K_TILE; for each query row a running maximum m and sum l
  * of exp(score - m) (the "online softmax") let a block rescale the partial output instead of
- * revisiting earlier blocks:  out_t = sum_s exp(s_ts - m) v_s / l,  lse_t = m + log(l). */
+ * revisiting earlier blocks:  out_t = sum_s exp(s_ts - m) v_s / l,  lse_t = m + log(l).
+ * Per key block and group of MR query rows: S = Q K^T (against the transposed keys, only the
+ * key columns some row of the group may see), the softmax update, then O += P V. */
 GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
                                       const float *restrict qkv, int b, int h, int t0, int nq,
                                       int T, int C, int NH) {
     const int hs = C / NH;
     const size_t C3 = (size_t)3 * C, hoff = (size_t)h * hs;
     const float scale = 1.0f / sqrtf((float)hs);
-    const float *restrict base = qkv + (size_t)b * T * C3; /* row 0 of sequence b */
+    const float *restrict q = qkv + ((size_t)b * T + t0) * C3 + hoff; /* q_(t0+i) = q + i C3 */
+    const float *restrict k = qkv + (size_t)b * T * C3 + C + hoff;    /* k_s = k + s C3 */
+    const float *restrict v = k + C;                                  /* v_s = v + s C3 */
+    float *restrict o = out + ((size_t)b * T + t0) * C + hoff;        /* out_(t0+i) = o + i C */
     float S[Q_TILE][K_TILE], KT[D_CHUNK][K_TILE], m[Q_TILE], l[Q_TILE];
     for (int i = 0; i < nq; i++) {
         m[i] = -INFINITY;
         l[i] = 0.0f;
-        memset(out + ((size_t)b * T + t0 + i) * C + hoff, 0, sizeof(float) * (size_t)hs);
+        memset(o + (size_t)i * C, 0, sizeof(float) * (size_t)hs);
     }
     const int tend = t0 + nq;
     for (int s0 = 0; s0 < tend; s0 += K_TILE) {
         const int ns = imin(K_TILE, tend - s0);
-        /* scores S[i][j] = q_(t0+i) . k_(s0+j) for the unmasked j < jn(i) = t0+i+1-s0 */
-        for (int i = 0; i < nq; i++)
-            for (int j = 0; j < ns; j++) S[i][j] = 0.0f;
+        /* S[i][j] = q_(t0+i) . k_(s0+j), j < jmax: the keys the group's last row may see */
         for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
             const int nd = imin(D_CHUNK, hs - d0);
-            transpose_block(&KT[0][0], K_TILE, base + s0 * C3 + C + hoff + d0, C3, ns, nd);
-            for (int i = 0; i < nq; i++) {
-                const int jn = imin(ns, t0 + i + 1 - s0);
-                if (jn > 0)
-                    add_rows(S[i], base + (t0 + i) * C3 + hoff + d0, &KT[0][0], K_TILE, nd, jn);
+            transpose_block(&KT[0][0], k + s0 * C3 + d0, C3, ns, round_nr(ns), nd);
+            for (int i0 = 0; i0 < nq; i0 += MR) {
+                const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
+                if (jmax > 0)
+                    mm_rows(S[i0], K_TILE, q + i0 * C3 + d0, C3, 1, &KT[0][0], K_TILE, mr,
+                            round_nr(jmax), nd, d0 > 0);
             }
         }
-        for (int i = 0; i < nq; i++) {
-            const int jn = imin(ns, t0 + i + 1 - s0);
-            if (jn <= 0) continue;
-            float *restrict row = S[i];
-            float *restrict o = out + ((size_t)b * T + t0 + i) * C + hoff;
-            for (int j = 0; j < jn; j++) row[j] *= scale;
-            float bm = row[0];
-            for (int j = 1; j < jn; j++) bm = row[j] > bm ? row[j] : bm;
-            if (m[i] == -INFINITY) {
-                m[i] = bm;
-            } else if (bm > m[i]) { /* a new maximum: rescale what was accumulated so far */
-                const float corr = exp_f(m[i] - bm);
-                l[i] *= corr;
-                for (int d = 0; d < hs; d++) o[d] *= corr;
-                m[i] = bm;
+        /* P = softmax part of S row by row, then out += P V */
+        for (int i0 = 0; i0 < nq; i0 += MR) {
+            const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
+            if (jmax <= 0) continue;
+            for (int i = i0; i < i0 + mr; i++) {
+                const int jn = imin(ns, t0 + i + 1 - s0);
+                if (jn > 0) softmax_update(S[i], o + i * C, &m[i], &l[i], jn, jmax, scale, hs);
+                else memset(S[i], 0, sizeof(float) * (size_t)jmax);
             }
-            const float mi = m[i];
-            for (int j = 0; j < jn; j++) row[j] = exp_f(row[j] - mi);
-            float sum = 0.0f;
-            for (int j = 0; j < jn; j++) sum += row[j];
-            l[i] += sum;
-            add_rows(o, row, base + s0 * C3 + 2 * (size_t)C + hoff, C3, jn, hs); /* += P V */
+            mm_rows(o + i0 * C, C, S[i0], K_TILE, 1, v + s0 * C3, C3, mr, hs, jmax, 1);
         }
     }
     for (int i = 0; i < nq; i++) {
-        float *restrict o = out + ((size_t)b * T + t0 + i) * C + hoff;
         const float inv = 1.0f / l[i];
-        for (int d = 0; d < hs; d++) o[d] *= inv;
+        for (int d = 0; d < hs; d++) o[i * C + d] *= inv;
         lse[((size_t)b * NH + h) * T + t0 + i] = m[i] + logf(l[i]);
     }
 }
@@ -387,8 +487,11 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
  *   dS_ts = P_ts (dout_t . v_s - D_t)                 (softmax backward)
  *   dq_t += sum_s dS_ts k_s / sqrt(hs);  dk_s += sum_t dS_ts q_t / sqrt(hs);
  *   dv_s += sum_t P_ts dout_t.
- * Key blocks outside, query tiles inside; every sum runs in a fixed order (dk, dv over t
- * ascending; dq over s ascending). */
+ * Key blocks outside, query tiles inside. Per (key block, query tile): P = Q K^T and
+ * G = dO V^T in register blocks, both turned in place into P and dS / sqrt(hs), then the three
+ * products dQ += G K, dV += P^T dO, dK += G^T Q in register blocks (MR queries, resp. MR keys,
+ * by NR head columns). Every sum runs in a fixed order (dk, dv over t ascending; dq over s
+ * ascending). */
 GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restrict dout,
                                        const float *restrict qkv, const float *restrict out,
                                        const float *restrict lse, int b, int h, int T, int C,
@@ -396,36 +499,39 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
     const int hs = C / NH;
     const size_t C3 = (size_t)3 * C, hoff = (size_t)h * hs;
     const float scale = 1.0f / sqrtf((float)hs);
-    const float *restrict base = qkv + (size_t)b * T * C3;
-    float *restrict dbase = dqkv + (size_t)b * T * C3;
+    const float *restrict q = qkv + (size_t)b * T * C3 + hoff; /* q_t = q + t C3 */
+    const float *restrict k = q + C, *restrict v = q + 2 * (size_t)C;
+    float *restrict dq = dqkv + (size_t)b * T * C3 + hoff; /* dq_t = dq + t C3 */
+    float *restrict dk = dq + C, *restrict dv = dq + 2 * (size_t)C;
     const float *restrict dob = dout + (size_t)b * T * C + hoff; /* dout_t = dob + t C */
+    const float *restrict ob = out + (size_t)b * T * C + hoff;   /* out_t = ob + t C */
     const float *restrict L = lse + ((size_t)b * NH + h) * T;
     float P[Q_TILE][K_TILE], G[Q_TILE][K_TILE], KT[D_CHUNK][K_TILE], VT[D_CHUNK][K_TILE];
-    float cp[Q_TILE], cg[Q_TILE];
     for (int s0 = 0; s0 < T; s0 += K_TILE) {
-        const int ns = imin(K_TILE, T - s0);
-        for (int t0 = s0 - s0 % Q_TILE; t0 < T; t0 += Q_TILE) {
-            const int nq = imin(Q_TILE, T - t0);
-            /* P = Q K^T and G = dO V^T on the unmasked entries */
-            for (int i = 0; i < nq; i++)
-                for (int j = 0; j < ns; j++) P[i][j] = G[i][j] = 0.0f;
+        const int ns = imin(K_TILE, T - s0), tfirst = s0 - s0 % Q_TILE;
+        for (int t0 = tfirst; t0 < T; t0 += Q_TILE) {
+            const int nq = imin(Q_TILE, T - t0), ilo = s0 > t0 ? s0 - t0 : 0; /* rows t >= s0 */
+            /* P = Q K^T and G = dO V^T on the keys each group of rows may see; the transposed
+             * blocks are kept over the query tiles when one chunk holds the whole head */
             for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
                 const int nd = imin(D_CHUNK, hs - d0);
-                transpose_block(&KT[0][0], K_TILE, base + s0 * C3 + C + hoff + d0, C3, ns, nd);
-                transpose_block(&VT[0][0], K_TILE, base + s0 * C3 + 2 * (size_t)C + hoff + d0,
-                                C3, ns, nd);
-                for (int i = 0; i < nq; i++) {
-                    const int jn = imin(ns, t0 + i + 1 - s0);
-                    if (jn <= 0) continue;
-                    add_rows(P[i], base + (t0 + i) * C3 + hoff + d0, &KT[0][0], K_TILE, nd, jn);
-                    add_rows(G[i], dob + (size_t)(t0 + i) * C + d0, &VT[0][0], K_TILE, nd, jn);
+                if (t0 == tfirst || hs > D_CHUNK) {
+                    transpose_block(&KT[0][0], k + s0 * C3 + d0, C3, ns, round_nr(ns), nd);
+                    transpose_block(&VT[0][0], v + s0 * C3 + d0, C3, ns, round_nr(ns), nd);
+                }
+                for (int i0 = ilo; i0 < nq; i0 += MR) {
+                    const int mr = imin(MR, nq - i0);
+                    const int nc = round_nr(imin(ns, t0 + i0 + mr - s0));
+                    mm_rows(P[i0], K_TILE, q + (t0 + i0) * C3 + d0, C3, 1, &KT[0][0], K_TILE,
+                            mr, nc, nd, d0 > 0);
+                    mm_rows(G[i0], K_TILE, dob + (size_t)(t0 + i0) * C + d0, (size_t)C, 1,
+                            &VT[0][0], K_TILE, mr, nc, nd, d0 > 0);
                 }
             }
-            /* P <- probabilities, G <- dS / sqrt(hs); dq_t += sum_s G_ts k_s */
-            for (int i = 0; i < nq; i++) {
+            /* P <- probabilities, G <- dS / sqrt(hs), both 0 on masked keys */
+            for (int i = ilo; i < nq; i++) {
                 const int t = t0 + i, jn = imin(ns, t + 1 - s0);
-                if (jn <= 0) continue;
-                const float D = dotf(dob + (size_t)t * C, out + ((size_t)b * T + t) * C + hoff, hs);
+                const float D = dotf(dob + (size_t)t * C, ob + (size_t)t * C, hs);
                 const float lt = L[t];
                 float *restrict pr = P[i], *restrict gr = G[i];
                 for (int j = 0; j < jn; j++) {
@@ -433,20 +539,22 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
                     pr[j] = p;
                     gr[j] = p * (gr[j] - D) * scale;
                 }
-                add_rows(dbase + t * C3 + hoff, gr, base + s0 * C3 + C + hoff, C3, jn, hs);
+                for (int j = jn; j < ns; j++) pr[j] = gr[j] = 0.0f;
+            }
+            /* dq_t += sum_s G_ts k_s */
+            for (int i0 = ilo; i0 < nq; i0 += MR) {
+                const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
+                mm_rows(dq + (t0 + i0) * C3, C3, G[i0], K_TILE, 1, k + s0 * C3, C3, mr, hs,
+                        jmax, 1);
             }
             /* dv_s += sum_t P_ts dout_t;  dk_s += sum_t G_ts q_t  (rows t >= s only) */
-            for (int j = 0; j < ns; j++) {
-                const int s = s0 + j, i0 = s > t0 ? s - t0 : 0;
-                if (i0 >= nq) continue;
-                for (int i = i0; i < nq; i++) {
-                    cp[i - i0] = P[i][j];
-                    cg[i - i0] = G[i][j];
-                }
-                add_rows(dbase + s * C3 + 2 * (size_t)C + hoff, cp, dob + (size_t)(t0 + i0) * C,
-                         (size_t)C, nq - i0, hs);
-                add_rows(dbase + s * C3 + C + hoff, cg, base + (t0 + i0) * C3 + hoff, C3,
-                         nq - i0, hs);
+            for (int j0 = 0; j0 < ns; j0 += MR) {
+                const int mk = imin(MR, ns - j0), i1 = s0 + j0 > t0 + ilo ? s0 + j0 - t0 : ilo;
+                if (i1 >= nq) continue;
+                mm_rows(dv + (s0 + j0) * C3, C3, &P[i1][j0], 1, K_TILE,
+                        dob + (size_t)(t0 + i1) * C, (size_t)C, mk, hs, nq - i1, 1);
+                mm_rows(dk + (s0 + j0) * C3, C3, &G[i1][j0], 1, K_TILE, q + (t0 + i1) * C3, C3,
+                        mk, hs, nq - i1, 1);
             }
         }
     }
