@@ -19,6 +19,9 @@
 
 #include <math.h>
 #include <string.h>
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#endif
 
 /* Columns per block when a reduction over rows is split by columns between threads. */
 #define COL_BLOCK 64
@@ -404,14 +407,96 @@ GL_INLINE void transpose_block(float *restrict dst, const float *restrict src, s
         for (int j = ns; j < ncols; j++) dst[d * K_TILE + j] = 0.0f;
 }
 
-/* The online-softmax update of one query row against one key block. row: (jmax) raw scores
- * q . k_j on entry, of which the first jn are unmasked; on exit row[j] = exp(score_j * scale - m)
- * for j < jn and 0 for jn <= j < jmax. m, l: the row's running maximum of the scaled scores
- * and sum of exponentials; when m grows, l and the partial output o (hs) are rescaled. */
+#if GL_X86
+/* transpose_block with 8 x 8 sub-blocks turned in registers: the same result, moved faster. */
+GL_AVX2 static void transpose_block_avx2(float *restrict dst, const float *restrict src,
+                                         size_t lds, int ns, int ncols, int nd) {
+    int j = 0;
+    for (; j + 8 <= ns; j += 8) {
+        int d = 0;
+        for (; d + 8 <= nd; d += 8) {
+            __m256 r[8];
+            for (int x = 0; x < 8; x++) r[x] = _mm256_loadu_ps(src + (size_t)(j + x) * lds + d);
+            __m256 t[8], s[8];
+            for (int x = 0; x < 8; x += 2) {
+                t[x] = _mm256_unpacklo_ps(r[x], r[x + 1]);
+                t[x + 1] = _mm256_unpackhi_ps(r[x], r[x + 1]);
+            }
+            for (int x = 0; x < 8; x += 4) {
+                s[x] = _mm256_shuffle_ps(t[x], t[x + 2], 0x44);
+                s[x + 1] = _mm256_shuffle_ps(t[x], t[x + 2], 0xEE);
+                s[x + 2] = _mm256_shuffle_ps(t[x + 1], t[x + 3], 0x44);
+                s[x + 3] = _mm256_shuffle_ps(t[x + 1], t[x + 3], 0xEE);
+            }
+            for (int x = 0; x < 4; x++) {
+                float *restrict row = dst + (d + x) * K_TILE + j;
+                _mm256_storeu_ps(row, _mm256_permute2f128_ps(s[x], s[x + 4], 0x20));
+                _mm256_storeu_ps(row + 4 * K_TILE, _mm256_permute2f128_ps(s[x], s[x + 4], 0x31));
+            }
+        }
+        for (; d < nd; d++)
+            for (int x = 0; x < 8; x++) dst[d * K_TILE + j + x] = src[(size_t)(j + x) * lds + d];
+    }
+    transpose_block(dst + j, src + (size_t)j * lds, lds, ns - j, ncols - j, nd);
+}
+#endif
+
+/* transpose_block, through the AVX2 version when simd is set (a constant in each build). */
+GL_INLINE void transpose_kv(int simd, float *restrict dst, const float *restrict src, size_t lds,
+                            int ns, int ncols, int nd) {
+#if GL_X86
+    if (simd) {
+        transpose_block_avx2(dst, src, lds, ns, ncols, nd);
+        return;
+    }
+#endif
+    (void)simd;
+    transpose_block(dst, src, lds, ns, ncols, nd);
+}
+
+/* Asks the cache for rows r < n of a block whose rows are ld floats apart and hs long (a hint
+ * only). The rows of one head lie 3C floats apart, a stride the hardware prefetchers follow
+ * poorly, so the kernels ask for the next tile's rows while they work on this one. */
+GL_INLINE void prefetch_rows(const float *p, size_t ld, int n, int hs) {
+#if defined(__GNUC__)
+    for (int r = 0; r < n; r++, p += ld) {
+        for (int d = 0; d < hs; d += 16) __builtin_prefetch(p + d);
+        __builtin_prefetch(p + hs - 1);
+    }
+#else
+    (void)p, (void)ld, (void)n, (void)hs;
+#endif
+}
+
+/* The backward pass's prefetch: rows [tn, tn + Q_TILE) of q, dq, dout, out (the next query
+ * tile) and rows [sn, sn + K_TILE) of k, v, dk, dv (the next key block), those below T. */
+GL_INLINE void prefetch_next(const float *q, const float *dq, const float *dob, const float *ob,
+                             const float *k, const float *v, const float *dk, const float *dv,
+                             int tn, int sn, int T, int C, int hs) {
+    const size_t C3 = (size_t)3 * C;
+    if (tn < T) {
+        const int n = imin(Q_TILE, T - tn);
+        prefetch_rows(q + tn * C3, C3, n, hs);
+        prefetch_rows(dq + tn * C3, C3, n, hs);
+        prefetch_rows(dob + (size_t)tn * C, (size_t)C, n, hs);
+        prefetch_rows(ob + (size_t)tn * C, (size_t)C, n, hs);
+    }
+    if (sn < T) {
+        const int n = imin(K_TILE, T - sn);
+        prefetch_rows(k + sn * C3, C3, n, hs);
+        prefetch_rows(v + sn * C3, C3, n, hs);
+        prefetch_rows(dk + sn * C3, C3, n, hs);
+        prefetch_rows(dv + sn * C3, C3, n, hs);
+    }
+}
+
+/* The online-softmax update of one query row against one key block. row: (ncols) raw scores
+ * q . k_j on entry, the first jn (>= 1) unmasked; on exit row[j] = exp(score_j * scale - m)
+ * for j < jn and 0 after. m, l: the row's running maximum of the scaled scores and sum of
+ * exponentials; when m grows, l and the partial output o (hs) are rescaled. */
 GL_INLINE void softmax_update(float *restrict row, float *restrict o, float *restrict m,
-                              float *restrict l, int jn, int jmax, float scale, int hs) {
-    for (int j = 0; j < jn; j++) row[j] *= scale;
-    const float bm = maxf(row, jn);
+                              float *restrict l, int jn, int ncols, float scale, int hs) {
+    const float bm = maxf(row, jn) * scale; /* rounding keeps the order: max(x) s = max(x s) */
     if (*m == -INFINITY) {
         *m = bm;
     } else if (bm > *m) { /* a new maximum: rescale what was accumulated so far */
@@ -421,9 +506,8 @@ GL_INLINE void softmax_update(float *restrict row, float *restrict o, float *res
         *m = bm;
     }
     const float mi = *m;
-    for (int j = 0; j < jn; j++) row[j] = exp_f(row[j] - mi);
-    for (int j = jn; j < jmax; j++) row[j] = 0.0f;
-    *l += sumf(row, jn);
+    for (int j = 0; j < ncols; j++) row[j] = j < jn ? exp_f(row[j] * scale - mi) : 0.0f;
+    *l += sumf(row, ncols);
 }
 
 /* One tile of the forward pass: queries t0 .. t0+nq-1 of head h of sequence b against all keys
@@ -431,10 +515,10 @@ GL_INLINE void softmax_update(float *restrict row, float *restrict o, float *res
  * of exp(score - m) (the "online softmax") let a block rescale the partial output instead of
  * revisiting earlier blocks:  out_t = sum_s exp(s_ts - m) v_s / l,  lse_t = m + log(l).
  * Per key block and group of MR query rows: S = Q K^T (against the transposed keys, only the
- * key columns some row of the group may see), the softmax update, then O += P V. */
+ * key columns some row of the group may see), the softmax update, then O += P V (V packed). */
 GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
                                       const float *restrict qkv, int b, int h, int t0, int nq,
-                                      int T, int C, int NH) {
+                                      int T, int C, int NH, int simd) {
     const int hs = C / NH;
     const size_t C3 = (size_t)3 * C, hoff = (size_t)h * hs;
     const float scale = 1.0f / sqrtf((float)hs);
@@ -451,10 +535,15 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
     const int tend = t0 + nq;
     for (int s0 = 0; s0 < tend; s0 += K_TILE) {
         const int ns = imin(K_TILE, tend - s0);
+        if (s0 + K_TILE < tend) { /* the next key block's rows */
+            const int nn = imin(K_TILE, tend - s0 - K_TILE);
+            prefetch_rows(k + (s0 + K_TILE) * C3, C3, nn, hs);
+            prefetch_rows(v + (s0 + K_TILE) * C3, C3, nn, hs);
+        }
         /* S[i][j] = q_(t0+i) . k_(s0+j), j < jmax: the keys the group's last row may see */
         for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
             const int nd = imin(D_CHUNK, hs - d0);
-            transpose_block(&KT[0][0], k + s0 * C3 + d0, C3, ns, round_nr(ns), nd);
+            transpose_kv(simd, &KT[0][0], k + s0 * C3 + d0, C3, ns, round_nr(ns), nd);
             for (int i0 = 0; i0 < nq; i0 += MR) {
                 const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
                 if (jmax > 0)
@@ -462,16 +551,22 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
                             round_nr(jmax), nd, d0 > 0);
             }
         }
-        /* P = softmax part of S row by row, then out += P V */
-        for (int i0 = 0; i0 < nq; i0 += MR) {
-            const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
-            if (jmax <= 0) continue;
-            for (int i = i0; i < i0 + mr; i++) {
-                const int jn = imin(ns, t0 + i + 1 - s0);
-                if (jn > 0) softmax_update(S[i], o + i * C, &m[i], &l[i], jn, jmax, scale, hs);
-                else memset(S[i], 0, sizeof(float) * (size_t)jmax);
+        /* P = the softmax numerators of S, row by row (on the group's columns) */
+        for (int i = 0; i < nq; i++) {
+            const int jn = imin(ns, t0 + i + 1 - s0), i0 = i - i % MR;
+            const int nc = round_nr(imin(ns, t0 + i0 + imin(MR, nq - i0) - s0));
+            if (jn > 0) softmax_update(S[i], o + i * C, &m[i], &l[i], jn, nc, scale, hs);
+            else if (nc > 0) memset(S[i], 0, sizeof(float) * (size_t)nc);
+        }
+        /* out += P V, by chunks of head columns */
+        for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
+            const int nd = imin(D_CHUNK, hs - d0);
+            for (int i0 = 0; i0 < nq; i0 += MR) {
+                const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
+                if (jmax > 0)
+                    mm_rows(o + i0 * C + d0, C, S[i0], K_TILE, 1, v + s0 * C3 + d0, C3, mr, nd,
+                            jmax, 1);
             }
-            mm_rows(o + i0 * C, C, S[i0], K_TILE, 1, v + s0 * C3, C3, mr, hs, jmax, 1);
         }
     }
     for (int i = 0; i < nq; i++) {
@@ -488,15 +583,16 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
  *   dq_t += sum_s dS_ts k_s / sqrt(hs);  dk_s += sum_t dS_ts q_t / sqrt(hs);
  *   dv_s += sum_t P_ts dout_t.
  * Key blocks outside, query tiles inside. Per (key block, query tile): P = Q K^T and
- * G = dO V^T in register blocks, both turned in place into P and dS / sqrt(hs), then the three
- * products dQ += G K, dV += P^T dO, dK += G^T Q in register blocks (MR queries, resp. MR keys,
- * by NR head columns). Every sum runs in a fixed order (dk, dv over t ascending; dq over s
- * ascending). */
+ * G = dO V^T in register blocks against the transposed K and V blocks, both turned in place
+ * into P and dS / sqrt(hs), then dQ += G K, dV += P^T dO, dK += G^T Q in register blocks of MR
+ * queries (resp. keys) by NR head columns. Scores walk the head dimension in chunks of
+ * D_CHUNK; when one chunk holds it, the transposed blocks serve all the key block's query
+ * tiles. Every sum runs in a fixed order (dk, dv over t ascending; dq over s ascending). */
 GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restrict dout,
                                        const float *restrict qkv, const float *restrict out,
                                        const float *restrict lse, int b, int h, int T, int C,
-                                       int NH) {
-    const int hs = C / NH;
+                                       int NH, int simd) {
+    const int hs = C / NH, whole = hs <= D_CHUNK; /* whole: one chunk holds the head */
     const size_t C3 = (size_t)3 * C, hoff = (size_t)h * hs;
     const float scale = 1.0f / sqrtf((float)hs);
     const float *restrict q = qkv + (size_t)b * T * C3 + hoff; /* q_t = q + t C3 */
@@ -511,13 +607,15 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
         const int ns = imin(K_TILE, T - s0), tfirst = s0 - s0 % Q_TILE;
         for (int t0 = tfirst; t0 < T; t0 += Q_TILE) {
             const int nq = imin(Q_TILE, T - t0), ilo = s0 > t0 ? s0 - t0 : 0; /* rows t >= s0 */
-            /* P = Q K^T and G = dO V^T on the keys each group of rows may see; the transposed
-             * blocks are kept over the query tiles when one chunk holds the whole head */
+            const int first = t0 == tfirst; /* the key block's first query tile */
+            prefetch_next(q, dq, dob, ob, k, v, dk, dv, t0 + Q_TILE, first ? s0 + K_TILE : T,
+                          T, C, hs);
+            /* P = Q K^T and G = dO V^T on the keys each group of rows may see */
             for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
                 const int nd = imin(D_CHUNK, hs - d0);
-                if (t0 == tfirst || hs > D_CHUNK) {
-                    transpose_block(&KT[0][0], k + s0 * C3 + d0, C3, ns, round_nr(ns), nd);
-                    transpose_block(&VT[0][0], v + s0 * C3 + d0, C3, ns, round_nr(ns), nd);
+                if (first || !whole) {
+                    transpose_kv(simd, &KT[0][0], k + s0 * C3 + d0, C3, ns, round_nr(ns), nd);
+                    transpose_kv(simd, &VT[0][0], v + s0 * C3 + d0, C3, ns, round_nr(ns), nd);
                 }
                 for (int i0 = ilo; i0 < nq; i0 += MR) {
                     const int mr = imin(MR, nq - i0);
@@ -530,25 +628,26 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
             }
             /* P <- probabilities, G <- dS / sqrt(hs), both 0 on masked keys */
             for (int i = ilo; i < nq; i++) {
-                const int t = t0 + i, jn = imin(ns, t + 1 - s0);
+                const int t = t0 + i, jn = imin(ns, t + 1 - s0), i0 = ilo + (i - ilo) / MR * MR;
+                const int nc = round_nr(imin(ns, t0 + i0 + imin(MR, nq - i0) - s0));
                 const float D = dotf(dob + (size_t)t * C, ob + (size_t)t * C, hs);
                 const float lt = L[t];
                 float *restrict pr = P[i], *restrict gr = G[i];
-                for (int j = 0; j < jn; j++) {
-                    const float p = exp_f(pr[j] * scale - lt);
-                    pr[j] = p;
-                    gr[j] = p * (gr[j] - D) * scale;
-                }
-                for (int j = jn; j < ns; j++) pr[j] = gr[j] = 0.0f;
+                for (int j0 = 0; j0 < nc; j0 += NR)
+                    for (int x = 0; x < NR; x++) {
+                        const int j = j0 + x;
+                        const float p = j < jn ? exp_f(pr[j] * scale - lt) : 0.0f;
+                        pr[j] = p;
+                        gr[j] = p * (gr[j] - D) * scale;
+                    }
             }
-            /* dq_t += sum_s G_ts k_s */
+            /* dq_t += sum_s G_ts k_s;  dv_s += sum_t P_ts dout_t;  dk_s += sum_t G_ts q_t */
             for (int i0 = ilo; i0 < nq; i0 += MR) {
                 const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
                 mm_rows(dq + (t0 + i0) * C3, C3, G[i0], K_TILE, 1, k + s0 * C3, C3, mr, hs,
                         jmax, 1);
             }
-            /* dv_s += sum_t P_ts dout_t;  dk_s += sum_t G_ts q_t  (rows t >= s only) */
-            for (int j0 = 0; j0 < ns; j0 += MR) {
+            for (int j0 = 0; j0 < ns; j0 += MR) { /* rows t >= s only */
                 const int mk = imin(MR, ns - j0), i1 = s0 + j0 > t0 + ilo ? s0 + j0 - t0 : ilo;
                 if (i1 >= nq) continue;
                 mm_rows(dv + (s0 + j0) * C3, C3, &P[i1][j0], 1, K_TILE,
@@ -569,22 +668,22 @@ typedef void (*attn_head_fn)(float *, const float *, const float *, const float 
 
 static void attn_tile_portable(float *out, float *lse, const float *qkv, int b, int h, int t0,
                                int nq, int T, int C, int NH) {
-    attention_forward_tile(out, lse, qkv, b, h, t0, nq, T, C, NH);
+    attention_forward_tile(out, lse, qkv, b, h, t0, nq, T, C, NH, 0);
 }
 static void attn_head_portable(float *dqkv, const float *dout, const float *qkv,
                                const float *out, const float *lse, int b, int h, int T, int C,
                                int NH) {
-    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH);
+    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH, 0);
 }
 #if GL_X86
 GL_AVX2 static void attn_tile_avx2(float *out, float *lse, const float *qkv, int b, int h,
                                    int t0, int nq, int T, int C, int NH) {
-    attention_forward_tile(out, lse, qkv, b, h, t0, nq, T, C, NH);
+    attention_forward_tile(out, lse, qkv, b, h, t0, nq, T, C, NH, 1);
 }
 GL_AVX2 static void attn_head_avx2(float *dqkv, const float *dout, const float *qkv,
                                    const float *out, const float *lse, int b, int h, int T,
                                    int C, int NH) {
-    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH);
+    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH, 1);
 }
 #endif
 
