@@ -78,17 +78,21 @@ GL_INLINE float sumf(const float *restrict x, int n) {
     return s;
 }
 
-/* max of x (n >= 1), 8 lanes at a time (the maximum does not depend on the order). */
+/* max of x (n >= 1, no NaN). Each float is compared through its bits, read as a signed
+ * integer with the magnitude bits flipped when negative, which orders them like the floats:
+ * compilers vectorize an integer maximum, not a float one (whose NaN rules differ). */
 GL_INLINE float maxf(const float *restrict x, int n) {
-    float acc[8];
-    for (int j = 0; j < 8; j++) acc[j] = x[0];
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] = x[i + j] > acc[j] ? x[i + j] : acc[j];
-    float m = acc[0];
-    for (int j = 1; j < 8; j++) m = acc[j] > m ? acc[j] : m;
-    for (; i < n; i++) m = x[i] > m ? x[i] : m;
-    return m;
+    int32_t m = INT32_MIN;
+    for (int i = 0; i < n; i++) {
+        int32_t key;
+        memcpy(&key, x + i, sizeof key);
+        key ^= (key >> 31) & 0x7fffffff;
+        m = key > m ? key : m;
+    }
+    m ^= (m >> 31) & 0x7fffffff;
+    float r;
+    memcpy(&r, &m, sizeof r);
+    return r;
 }
 
 /* a . b accumulated in double (4 partial sums), for row statistics that must be accurate. */
@@ -510,6 +514,21 @@ GL_INLINE void softmax_update(float *restrict row, float *restrict o, float *res
     *l += sumf(row, ncols);
 }
 
+/* dst[i * D_CHUNK + d] = src[i * lds + d] for i < n, d < nd: rows of one head gathered into a
+ * contiguous block. A head's rows lie 3C floats apart, and for many C that stride maps them
+ * onto a few cache sets that evict one another; the products read their row operand from
+ * such a block instead. */
+GL_INLINE void pack_rows(float *restrict dst, const float *restrict src, size_t lds, int n,
+                         int nd) {
+    for (int i = 0; i < n; i++, dst += D_CHUNK, src += lds) {
+        int d = 0;
+#if defined(__GNUC__)
+        for (; d + 8 <= nd; d += 8) *(v8f *)(dst + d) = *(const v8f *)(src + d);
+#endif
+        for (; d < nd; d++) dst[d] = src[d];
+    }
+}
+
 /* One tile of the forward pass: queries t0 .. t0+nq-1 of head h of sequence b against all keys
  * s <= t. The keys come in blocks of K_TILE; for each query row a running maximum m and sum l
  * of exp(score - m) (the "online softmax") let a block rescale the partial output instead of
@@ -526,7 +545,7 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
     const float *restrict k = qkv + (size_t)b * T * C3 + C + hoff;    /* k_s = k + s C3 */
     const float *restrict v = k + C;                                  /* v_s = v + s C3 */
     float *restrict o = out + ((size_t)b * T + t0) * C + hoff;        /* out_(t0+i) = o + i C */
-    float S[Q_TILE][K_TILE], KT[D_CHUNK][K_TILE], m[Q_TILE], l[Q_TILE];
+    float S[Q_TILE][K_TILE], KT[D_CHUNK][K_TILE], Vp[K_TILE][D_CHUNK], m[Q_TILE], l[Q_TILE];
     for (int i = 0; i < nq; i++) {
         m[i] = -INFINITY;
         l[i] = 0.0f;
@@ -561,10 +580,11 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
         /* out += P V, by chunks of head columns */
         for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
             const int nd = imin(D_CHUNK, hs - d0);
+            pack_rows(&Vp[0][0], v + s0 * C3 + d0, C3, ns, nd);
             for (int i0 = 0; i0 < nq; i0 += MR) {
                 const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
                 if (jmax > 0)
-                    mm_rows(o + i0 * C + d0, C, S[i0], K_TILE, 1, v + s0 * C3 + d0, C3, mr, nd,
+                    mm_rows(o + i0 * C + d0, C, S[i0], K_TILE, 1, &Vp[0][0], D_CHUNK, mr, nd,
                             jmax, 1);
             }
         }
@@ -603,6 +623,7 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
     const float *restrict ob = out + (size_t)b * T * C + hoff;   /* out_t = ob + t C */
     const float *restrict L = lse + ((size_t)b * NH + h) * T;
     float P[Q_TILE][K_TILE], G[Q_TILE][K_TILE], KT[D_CHUNK][K_TILE], VT[D_CHUNK][K_TILE];
+    float Kp[K_TILE][D_CHUNK], Xp[Q_TILE][D_CHUNK]; /* packed k rows; dout, then q rows */
     for (int s0 = 0; s0 < T; s0 += K_TILE) {
         const int ns = imin(K_TILE, T - s0), tfirst = s0 - s0 % Q_TILE;
         for (int t0 = tfirst; t0 < T; t0 += Q_TILE) {
@@ -641,19 +662,33 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
                         gr[j] = p * (gr[j] - D) * scale;
                     }
             }
-            /* dq_t += sum_s G_ts k_s;  dv_s += sum_t P_ts dout_t;  dk_s += sum_t G_ts q_t */
-            for (int i0 = ilo; i0 < nq; i0 += MR) {
-                const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
-                mm_rows(dq + (t0 + i0) * C3, C3, G[i0], K_TILE, 1, k + s0 * C3, C3, mr, hs,
-                        jmax, 1);
-            }
-            for (int j0 = 0; j0 < ns; j0 += MR) { /* rows t >= s only */
-                const int mk = imin(MR, ns - j0), i1 = s0 + j0 > t0 + ilo ? s0 + j0 - t0 : ilo;
-                if (i1 >= nq) continue;
-                mm_rows(dv + (s0 + j0) * C3, C3, &P[i1][j0], 1, K_TILE,
-                        dob + (size_t)(t0 + i1) * C, (size_t)C, mk, hs, nq - i1, 1);
-                mm_rows(dk + (s0 + j0) * C3, C3, &G[i1][j0], 1, K_TILE, q + (t0 + i1) * C3, C3,
-                        mk, hs, nq - i1, 1);
+            /* dq_t += sum_s G_ts k_s;  dv_s += sum_t P_ts dout_t;  dk_s += sum_t G_ts q_t
+             * (rows t >= s only), by chunks of head columns, each row operand packed */
+            for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
+                const int nd = imin(D_CHUNK, hs - d0);
+                if (first || !whole) pack_rows(&Kp[0][0], k + s0 * C3 + d0, C3, ns, nd);
+                for (int i0 = ilo; i0 < nq; i0 += MR) {
+                    const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
+                    mm_rows(dq + (t0 + i0) * C3 + d0, C3, G[i0], K_TILE, 1, &Kp[0][0], D_CHUNK,
+                            mr, nd, jmax, 1);
+                }
+                pack_rows(&Xp[ilo][0], dob + (size_t)(t0 + ilo) * C + d0, (size_t)C, nq - ilo,
+                          nd);
+                for (int j0 = 0; j0 < ns; j0 += MR) {
+                    const int mk = imin(MR, ns - j0);
+                    const int i1 = s0 + j0 > t0 + ilo ? s0 + j0 - t0 : ilo;
+                    if (i1 < nq)
+                        mm_rows(dv + (s0 + j0) * C3 + d0, C3, &P[i1][j0], 1, K_TILE, Xp[i1],
+                                D_CHUNK, mk, nd, nq - i1, 1);
+                }
+                pack_rows(&Xp[ilo][0], q + (t0 + ilo) * C3 + d0, C3, nq - ilo, nd);
+                for (int j0 = 0; j0 < ns; j0 += MR) {
+                    const int mk = imin(MR, ns - j0);
+                    const int i1 = s0 + j0 > t0 + ilo ? s0 + j0 - t0 : ilo;
+                    if (i1 < nq)
+                        mm_rows(dk + (s0 + j0) * C3 + d0, C3, &G[i1][j0], 1, K_TILE, Xp[i1],
+                                D_CHUNK, mk, nd, nq - i1, 1);
+                }
             }
         }
     }
