@@ -353,41 +353,45 @@ void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, cons
 #define Q_TILE 64
 #define K_TILE 64
 #define D_CHUNK 64
-#define MR 4
+#define MR 6
 #define NR 16
 
 /* n rounded up to whole register blocks of NR columns. */
 static inline int round_nr(int n) { return (n + NR - 1) / NR * NR; }
 
-/* The register block every attention product is made of: for i < MR, c < NR
+/* The register block every attention product is made of: for i < mr (a constant, MR or 4),
+ * c < NR
  *   C[i * ldc + c] = (load ? C[i * ldc + c] : 0) + sum_{r < n} A(i, r) B[r * ldb + c],
  * A(i, r) = a[i * lai + r * lar] (the strides read A as stored or transposed). Each output is
  * one chain of additions in r order, so both builds and mm_edge give the same bits. With
- * GCC/Clang the 4 x 16 accumulators are 8 vectors of 8 floats that stay in registers. */
+ * GCC/Clang the mr x 16 accumulators are vectors of 8 floats that stay in registers (12 of
+ * the 16 AVX2 registers for mr = 6). */
 #if defined(__GNUC__)
 typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));
 
 GL_INLINE void mm_block(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
-                        size_t lar, const float *restrict b, size_t ldb, int n, int load) {
+                        size_t lar, const float *restrict b, size_t ldb, int n, int load,
+                        const int mr) {
     v8f acc[MR][2];
-    for (int i = 0; i < MR; i++)
+    for (int i = 0; i < mr; i++)
         for (int k = 0; k < 2; k++)
             acc[i][k] = load ? *(const v8f *)(c + i * ldc + 8 * k) : (v8f){0};
     for (int r = 0; r < n; r++) {
         const v8f b0 = *(const v8f *)(b + r * ldb), b1 = *(const v8f *)(b + r * ldb + 8);
-        for (int i = 0; i < MR; i++) {
+        for (int i = 0; i < mr; i++) {
             const float ai = a[i * lai + r * lar];
             acc[i][0] += ai * b0;
             acc[i][1] += ai * b1;
         }
     }
-    for (int i = 0; i < MR; i++)
+    for (int i = 0; i < mr; i++)
         for (int k = 0; k < 2; k++) *(v8f *)(c + i * ldc + 8 * k) = acc[i][k];
 }
 #else
 GL_INLINE void mm_block(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
-                        size_t lar, const float *restrict b, size_t ldb, int n, int load) {
-    for (int i = 0; i < MR; i++) {
+                        size_t lar, const float *restrict b, size_t ldb, int n, int load,
+                        const int mr) {
+    for (int i = 0; i < mr; i++) {
         float acc[NR];
         for (int k = 0; k < NR; k++) acc[k] = load ? c[i * ldc + k] : 0.0f;
         for (int r = 0; r < n; r++) {
@@ -414,16 +418,27 @@ GL_INLINE void mm_edge(float *restrict c, size_t ldc, const float *restrict a, s
     }
 }
 
-/* C (mr, nc) (+)= A (mr, n) B (n, nc) for mr <= MR rows, in register blocks of NR columns;
- * C rows are ldc apart, B rows ldb apart, A(i, r) = a[i * lai + r * lar]. */
+/* C (mr, nc) (+)= A (mr, n) B (n, nc) for mr <= MR rows, in register blocks of NR columns
+ * (MR or 4 rows, the rest through mm_edge); C rows are ldc apart, B rows ldb apart,
+ * A(i, r) = a[i * lai + r * lar]. */
 GL_INLINE void mm_rows(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
                        size_t lar, const float *restrict b, size_t ldb, int mr, int nc, int n,
                        int load) {
     for (int k = 0; k < nc; k += NR) {
-        if (mr == MR && k + NR <= nc)
-            mm_block(c + k, ldc, a, lai, lar, b + k, ldb, n, load);
-        else
-            mm_edge(c + k, ldc, a, lai, lar, b + k, ldb, mr, imin(NR, nc - k), n, load);
+        int i = 0;
+        if (k + NR <= nc) {
+            if (mr == MR) {
+                mm_block(c + k, ldc, a, lai, lar, b + k, ldb, n, load, MR);
+                continue;
+            }
+            if (mr >= 4) {
+                mm_block(c + k, ldc, a, lai, lar, b + k, ldb, n, load, 4);
+                i = 4;
+            }
+        }
+        if (i < mr)
+            mm_edge(c + k + i * ldc, ldc, a + i * lai, lai, lar, b + k, ldb, mr - i,
+                    imin(NR, nc - k), n, load);
     }
 }
 
