@@ -364,33 +364,56 @@ static inline int round_nr(int n) { return (n + NR - 1) / NR * NR; }
  *   C[i * ldc + c] = (load ? C[i * ldc + c] : 0) + sum_{r < n} A(i, r) B[r * ldb + c],
  * A(i, r) = a[i * lai + r * lar] (the strides read A as stored or transposed). Each output is
  * one chain of additions in r order, so both builds and mm_edge give the same bits. With
- * GCC/Clang the mr x 16 accumulators are vectors of 8 floats that stay in registers (12 of
- * the 16 AVX2 registers for mr = 6). */
+ * GCC/Clang the accumulators are vectors that stay in registers: in the AVX2 build (simd)
+ * mr x 2 vectors of 8 floats, 12 of the 16 registers for mr = 6; in the portable build the
+ * 16 columns in two halves of mr x 2 vectors of 4 (SSE2 and NEON registers). */
 #if defined(__GNUC__)
 typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float v4f __attribute__((vector_size(16), aligned(4), may_alias));
 
 GL_INLINE void mm_block(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
                         size_t lar, const float *restrict b, size_t ldb, int n, int load,
-                        const int mr) {
-    v8f acc[MR][2];
-    for (int i = 0; i < mr; i++)
-        for (int k = 0; k < 2; k++)
-            acc[i][k] = load ? *(const v8f *)(c + i * ldc + 8 * k) : (v8f){0};
-    for (int r = 0; r < n; r++) {
-        const v8f b0 = *(const v8f *)(b + r * ldb), b1 = *(const v8f *)(b + r * ldb + 8);
-        for (int i = 0; i < mr; i++) {
-            const float ai = a[i * lai + r * lar];
-            acc[i][0] += ai * b0;
-            acc[i][1] += ai * b1;
+                        const int mr, const int simd) {
+    if (simd) {
+        v8f acc[MR][2];
+        for (int i = 0; i < mr; i++)
+            for (int k = 0; k < 2; k++)
+                acc[i][k] = load ? *(const v8f *)(c + i * ldc + 8 * k) : (v8f){0};
+        for (int r = 0; r < n; r++) {
+            const v8f b0 = *(const v8f *)(b + r * ldb), b1 = *(const v8f *)(b + r * ldb + 8);
+            for (int i = 0; i < mr; i++) {
+                const float ai = a[i * lai + r * lar];
+                acc[i][0] += ai * b0;
+                acc[i][1] += ai * b1;
+            }
         }
+        for (int i = 0; i < mr; i++)
+            for (int k = 0; k < 2; k++) *(v8f *)(c + i * ldc + 8 * k) = acc[i][k];
+        return;
     }
-    for (int i = 0; i < mr; i++)
-        for (int k = 0; k < 2; k++) *(v8f *)(c + i * ldc + 8 * k) = acc[i][k];
+    for (int h = 0; h < NR; h += 8) {
+        v4f acc[MR][2];
+        for (int i = 0; i < mr; i++)
+            for (int k = 0; k < 2; k++)
+                acc[i][k] = load ? *(const v4f *)(c + i * ldc + h + 4 * k) : (v4f){0};
+        for (int r = 0; r < n; r++) {
+            const float *restrict br = b + r * ldb + h;
+            const v4f b0 = *(const v4f *)br, b1 = *(const v4f *)(br + 4);
+            for (int i = 0; i < mr; i++) {
+                const float ai = a[i * lai + r * lar];
+                acc[i][0] += ai * b0;
+                acc[i][1] += ai * b1;
+            }
+        }
+        for (int i = 0; i < mr; i++)
+            for (int k = 0; k < 2; k++) *(v4f *)(c + i * ldc + h + 4 * k) = acc[i][k];
+    }
 }
 #else
 GL_INLINE void mm_block(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
                         size_t lar, const float *restrict b, size_t ldb, int n, int load,
-                        const int mr) {
+                        const int mr, const int simd) {
+    (void)simd;
     for (int i = 0; i < mr; i++) {
         float acc[NR];
         for (int k = 0; k < NR; k++) acc[k] = load ? c[i * ldc + k] : 0.0f;
@@ -423,16 +446,16 @@ GL_INLINE void mm_edge(float *restrict c, size_t ldc, const float *restrict a, s
  * A(i, r) = a[i * lai + r * lar]. */
 GL_INLINE void mm_rows(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
                        size_t lar, const float *restrict b, size_t ldb, int mr, int nc, int n,
-                       int load) {
+                       int load, int simd) {
     for (int k = 0; k < nc; k += NR) {
         int i = 0;
         if (k + NR <= nc) {
             if (mr == MR) {
-                mm_block(c + k, ldc, a, lai, lar, b + k, ldb, n, load, MR);
+                mm_block(c + k, ldc, a, lai, lar, b + k, ldb, n, load, MR, simd);
                 continue;
             }
             if (mr >= 4) {
-                mm_block(c + k, ldc, a, lai, lar, b + k, ldb, n, load, 4);
+                mm_block(c + k, ldc, a, lai, lar, b + k, ldb, n, load, 4, simd);
                 i = 4;
             }
         }
@@ -609,7 +632,7 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
                 const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
                 if (jmax > 0)
                     mm_rows(S[i0], K_TILE, q + i0 * C3 + d0, C3, 1, &KT[0][0], K_TILE, mr,
-                            round_nr(jmax), nd, d0 > 0);
+                            round_nr(jmax), nd, d0 > 0, simd);
             }
         }
         /* P = the softmax numerators of S, row by row (on the group's columns) */
@@ -627,7 +650,7 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
                 const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
                 if (jmax > 0)
                     mm_rows(o + i0 * C + d0, C, S[i0], K_TILE, 1, &Vp[0][0], D_CHUNK, mr, nd,
-                            jmax, 1);
+                            jmax, 1, simd);
             }
         }
     }
@@ -684,9 +707,9 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
                     const int mr = imin(MR, nq - i0);
                     const int nc = round_nr(imin(ns, t0 + i0 + mr - s0));
                     mm_rows(P[i0], K_TILE, q + (t0 + i0) * C3 + d0, C3, 1, &KT[0][0], K_TILE,
-                            mr, nc, nd, d0 > 0);
+                            mr, nc, nd, d0 > 0, simd);
                     mm_rows(G[i0], K_TILE, dob + (size_t)(t0 + i0) * C + d0, (size_t)C, 1,
-                            &VT[0][0], K_TILE, mr, nc, nd, d0 > 0);
+                            &VT[0][0], K_TILE, mr, nc, nd, d0 > 0, simd);
                 }
             }
             /* P <- probabilities, G <- dS / sqrt(hs), both 0 on masked keys */
@@ -712,7 +735,7 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
                 for (int i0 = ilo; i0 < nq; i0 += MR) {
                     const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
                     mm_rows(dq + (t0 + i0) * C3 + d0, C3, G[i0], K_TILE, 1, &Kp[0][0], D_CHUNK,
-                            mr, nd, jmax, 1);
+                            mr, nd, jmax, 1, simd);
                 }
                 pack_rows(&Xp[ilo][0], dob + (size_t)(t0 + ilo) * C + d0, (size_t)C, nq - ilo,
                           nd);
@@ -721,7 +744,7 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
                     const int i1 = s0 + j0 > t0 + ilo ? s0 + j0 - t0 : ilo;
                     if (i1 < nq)
                         mm_rows(dv + (s0 + j0) * C3 + d0, C3, &P[i1][j0], 1, K_TILE, Xp[i1],
-                                D_CHUNK, mk, nd, nq - i1, 1);
+                                D_CHUNK, mk, nd, nq - i1, 1, simd);
                 }
                 pack_rows(&Xp[ilo][0], q + (t0 + ilo) * C3 + d0, C3, nq - ilo, nd);
                 for (int j0 = 0; j0 < ns; j0 += MR) {
@@ -729,7 +752,7 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
                     const int i1 = s0 + j0 > t0 + ilo ? s0 + j0 - t0 : ilo;
                     if (i1 < nq)
                         mm_rows(dk + (s0 + j0) * C3 + d0, C3, &G[i1][j0], 1, K_TILE, Xp[i1],
-                                D_CHUNK, mk, nd, nq - i1, 1);
+                                D_CHUNK, mk, nd, nq - i1, 1, simd);
                 }
             }
         }
