@@ -13,7 +13,8 @@
  * Speed: the inner loops are plain C the compiler vectorizes (restrict pointers, no reductions
  * across the vector, a polynomial exp instead of libm's); attention and GELU are also compiled
  * for AVX2 and chosen at run time, with the same arithmetic in the same order, so both builds
- * give bitwise-identical results.
+ * give bitwise-identical results. The products inside attention are register-blocked (GCC/Clang
+ * vector types where available, plain C otherwise; no fused multiply-add, so the builds agree).
  */
 #include "gptlab.h"
 
@@ -140,9 +141,9 @@ GL_INLINE float exp_f(float x0) {
 
 /* e^x for the exponents of a softmax (x <= 0 up to rounding): 2^y, y = x log2(e) clamped to
  * [-127, 127], split as 2^n 2^f with n = round(y) and |f| <= 1/2; 2^f from the Cephes exp2f
- * polynomial (within about 2 ulp), 2^n written into the exponent bits. For y <= -127 the
- * result is 0 (no denormals); e^-inf = 0, which masks a score. Half the operations of exp_f:
- * one reduction step, no overflow path. */
+ * polynomial (within about 2 ulp), 2^n written into the exponent bits. For y < -126.5 the
+ * result is 0; e^-inf = 0, which masks a score. Half the operations of exp_f: one reduction
+ * step, no overflow path. */
 GL_INLINE float exp_neg(float x) {
     float y = x * 1.44269504088896341f;
     y = y < -127.0f ? -127.0f : y;
@@ -347,12 +348,16 @@ void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, cons
 /* ---- attention -------------------------------------------------------------------------- */
 
 /* Tiles of the flash-style attention: Q_TILE queries meet K_TILE keys at a time, and the head
- * dimension is walked in chunks of D_CHUNK when scores are formed, so the scratch (fixed arrays
- * on the stack, 64 KB per thread in the backward pass) depends neither on T nor on the head
- * size. Inside a tile every product is cut into register blocks of MR rows x NR columns. */
+ * dimension is walked in chunks of D_CHUNK, so the scratch (fixed arrays on the stack, 96 KB
+ * per thread in the backward pass, 48 KB in the forward) depends neither on T nor on the head
+ * size. Inside a tile every product (Q K^T, dO V^T, P V, dS K, P^T dO, dS^T Q) is cut into
+ * register blocks of MR rows x NR columns by one micro-kernel, mm_block. */
 #define Q_TILE 64
 #define K_TILE 64
 #define D_CHUNK 64
+/* A key block's diagonal query tile then starts at its first key, so the row groups and key
+ * groups of the backward's masking line up. */
+_Static_assert(Q_TILE == K_TILE, "the attention tiles must be square");
 #define MR 6
 #define NR 16
 
