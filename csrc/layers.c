@@ -347,17 +347,19 @@ void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, cons
 
 /* ---- attention -------------------------------------------------------------------------- */
 
-/* Tiles of the flash-style attention: Q_TILE queries meet K_TILE keys at a time, and the head
- * dimension is walked in chunks of D_CHUNK, so the scratch (fixed arrays on the stack, 96 KB
- * per thread in the backward pass, 48 KB in the forward) depends neither on T nor on the head
- * size. Inside a tile every product (Q K^T, dO V^T, P V, dS K, P^T dO, dS^T Q) is cut into
- * register blocks of MR rows x NR columns by one micro-kernel, mm_block. */
+/* Tiles of the flash-style attention: Q_TILE queries meet K_TILE keys at a time (KF_TILE in
+ * the forward pass, where fewer key blocks mean fewer online-softmax updates per row), and the
+ * head dimension is walked in chunks of D_CHUNK, so the scratch (fixed arrays on the stack,
+ * 96 KB per thread in either pass) depends neither on T nor on the head size. Inside a tile
+ * every product (Q K^T, dO V^T, P V, dS K, P^T dO, dS^T Q) is cut into register blocks of MR
+ * rows x NR columns by one micro-kernel, mm_block. */
 #define Q_TILE 64
 #define K_TILE 64
+#define KF_TILE 128
 #define D_CHUNK 64
-/* A key block's diagonal query tile then starts at its first key, so the row groups and key
- * groups of the backward's masking line up. */
-_Static_assert(Q_TILE == K_TILE, "the attention tiles must be square");
+/* Square backward tiles: a key block's diagonal query tile starts at its first key, so the
+ * row groups and key groups of the backward's masking line up. */
+_Static_assert(Q_TILE == K_TILE, "the backward's attention tiles must be square");
 #define MR 6
 #define NR 16
 
@@ -470,20 +472,20 @@ GL_INLINE void mm_rows(float *restrict c, size_t ldc, const float *restrict a, s
     }
 }
 
-/* dst[d * K_TILE + j] = src[j * lds + d] for j < ns, d < nd, and 0 for ns <= j < ncols: a
- * (ns, nd) block of keys or values turned (nd, K_TILE), so that the score blocks Q K^T and
+/* dst[d * ldd + j] = src[j * lds + d] for j < ns, d < nd, and 0 for ns <= j < ncols: a
+ * (ns, nd) block of keys or values turned (nd, ldd), so that the score blocks Q K^T and
  * dO V^T read whole rows of NR keys; the zero columns pad the block to whole register blocks. */
-GL_INLINE void transpose_block(float *restrict dst, const float *restrict src, size_t lds,
-                               int ns, int ncols, int nd) {
+GL_INLINE void transpose_block(float *restrict dst, int ldd, const float *restrict src,
+                               size_t lds, int ns, int ncols, int nd) {
     for (int j = 0; j < ns; j++)
-        for (int d = 0; d < nd; d++) dst[d * K_TILE + j] = src[(size_t)j * lds + d];
+        for (int d = 0; d < nd; d++) dst[d * ldd + j] = src[(size_t)j * lds + d];
     for (int d = 0; d < nd; d++)
-        for (int j = ns; j < ncols; j++) dst[d * K_TILE + j] = 0.0f;
+        for (int j = ns; j < ncols; j++) dst[d * ldd + j] = 0.0f;
 }
 
 #if GL_X86
 /* transpose_block with 8 x 8 sub-blocks turned in registers: the same result, moved faster. */
-GL_AVX2 static void transpose_block_avx2(float *restrict dst, const float *restrict src,
+GL_AVX2 static void transpose_block_avx2(float *restrict dst, int ldd, const float *restrict src,
                                          size_t lds, int ns, int ncols, int nd) {
     int j = 0;
     for (; j + 8 <= ns; j += 8) {
@@ -503,29 +505,29 @@ GL_AVX2 static void transpose_block_avx2(float *restrict dst, const float *restr
                 s[x + 3] = _mm256_shuffle_ps(t[x + 1], t[x + 3], 0xEE);
             }
             for (int x = 0; x < 4; x++) {
-                float *restrict row = dst + (d + x) * K_TILE + j;
+                float *restrict row = dst + (d + x) * ldd + j;
                 _mm256_storeu_ps(row, _mm256_permute2f128_ps(s[x], s[x + 4], 0x20));
-                _mm256_storeu_ps(row + 4 * K_TILE, _mm256_permute2f128_ps(s[x], s[x + 4], 0x31));
+                _mm256_storeu_ps(row + 4 * ldd, _mm256_permute2f128_ps(s[x], s[x + 4], 0x31));
             }
         }
         for (; d < nd; d++)
-            for (int x = 0; x < 8; x++) dst[d * K_TILE + j + x] = src[(size_t)(j + x) * lds + d];
+            for (int x = 0; x < 8; x++) dst[d * ldd + j + x] = src[(size_t)(j + x) * lds + d];
     }
-    transpose_block(dst + j, src + (size_t)j * lds, lds, ns - j, ncols - j, nd);
+    transpose_block(dst + j, ldd, src + (size_t)j * lds, lds, ns - j, ncols - j, nd);
 }
 #endif
 
 /* transpose_block, through the AVX2 version when simd is set (a constant in each build). */
-GL_INLINE void transpose_kv(int simd, float *restrict dst, const float *restrict src, size_t lds,
-                            int ns, int ncols, int nd) {
+GL_INLINE void transpose_kv(int simd, float *restrict dst, int ldd, const float *restrict src,
+                            size_t lds, int ns, int ncols, int nd) {
 #if GL_X86
     if (simd) {
-        transpose_block_avx2(dst, src, lds, ns, ncols, nd);
+        transpose_block_avx2(dst, ldd, src, lds, ns, ncols, nd);
         return;
     }
 #endif
     (void)simd;
-    transpose_block(dst, src, lds, ns, ncols, nd);
+    transpose_block(dst, ldd, src, lds, ns, ncols, nd);
 }
 
 /* Asks the cache for rows r < n of a block whose rows are ld floats apart and hs long (a hint
@@ -600,7 +602,7 @@ GL_INLINE void pack_rows(float *restrict dst, const float *restrict src, size_t 
 }
 
 /* One tile of the forward pass: queries t0 .. t0+nq-1 of head h of sequence b against all keys
- * s <= t. The keys come in blocks of K_TILE; for each query row a running maximum m and sum l
+ * s <= t. The keys come in blocks of KF_TILE; for each query row a running maximum m and sum l
  * of exp(score - m) (the "online softmax") let a block rescale the partial output instead of
  * revisiting earlier blocks:  out_t = sum_s exp(s_ts - m) v_s / l,  lse_t = m + log(l).
  * Per key block and group of MR query rows: S = Q K^T (against the transposed keys, only the
@@ -615,28 +617,28 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
     const float *restrict k = qkv + (size_t)b * T * C3 + C + hoff;    /* k_s = k + s C3 */
     const float *restrict v = k + C;                                  /* v_s = v + s C3 */
     float *restrict o = out + ((size_t)b * T + t0) * C + hoff;        /* out_(t0+i) = o + i C */
-    float S[Q_TILE][K_TILE], KT[D_CHUNK][K_TILE], Vp[K_TILE][D_CHUNK], m[Q_TILE], l[Q_TILE];
+    float S[Q_TILE][KF_TILE], KT[D_CHUNK][KF_TILE], Vp[KF_TILE][D_CHUNK], m[Q_TILE], l[Q_TILE];
     for (int i = 0; i < nq; i++) {
         m[i] = -INFINITY;
         l[i] = 0.0f;
         memset(o + (size_t)i * C, 0, sizeof(float) * (size_t)hs);
     }
     const int tend = t0 + nq;
-    for (int s0 = 0; s0 < tend; s0 += K_TILE) {
-        const int ns = imin(K_TILE, tend - s0);
-        if (s0 + K_TILE < tend) { /* the next key block's rows */
-            const int nn = imin(K_TILE, tend - s0 - K_TILE);
-            prefetch_rows(k + (s0 + K_TILE) * C3, C3, nn, hs);
-            prefetch_rows(v + (s0 + K_TILE) * C3, C3, nn, hs);
+    for (int s0 = 0; s0 < tend; s0 += KF_TILE) {
+        const int ns = imin(KF_TILE, tend - s0);
+        if (s0 + KF_TILE < tend) { /* the next key block's rows */
+            const int nn = imin(KF_TILE, tend - s0 - KF_TILE);
+            prefetch_rows(k + (s0 + KF_TILE) * C3, C3, nn, hs);
+            prefetch_rows(v + (s0 + KF_TILE) * C3, C3, nn, hs);
         }
         /* S[i][j] = q_(t0+i) . k_(s0+j), j < jmax: the keys the group's last row may see */
         for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
             const int nd = imin(D_CHUNK, hs - d0);
-            transpose_kv(simd, &KT[0][0], k + s0 * C3 + d0, C3, ns, round_nr(ns), nd);
+            transpose_kv(simd, &KT[0][0], KF_TILE, k + s0 * C3 + d0, C3, ns, round_nr(ns), nd);
             for (int i0 = 0; i0 < nq; i0 += MR) {
                 const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
                 if (jmax > 0)
-                    mm_rows(S[i0], K_TILE, q + i0 * C3 + d0, C3, 1, &KT[0][0], K_TILE, mr,
+                    mm_rows(S[i0], KF_TILE, q + i0 * C3 + d0, C3, 1, &KT[0][0], KF_TILE, mr,
                             round_nr(jmax), nd, d0 > 0, simd);
             }
         }
@@ -654,7 +656,7 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
             for (int i0 = 0; i0 < nq; i0 += MR) {
                 const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
                 if (jmax > 0)
-                    mm_rows(o + i0 * C + d0, C, S[i0], K_TILE, 1, &Vp[0][0], D_CHUNK, mr, nd,
+                    mm_rows(o + i0 * C + d0, C, S[i0], KF_TILE, 1, &Vp[0][0], D_CHUNK, mr, nd,
                             jmax, 1, simd);
             }
         }
@@ -705,8 +707,10 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
             for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
                 const int nd = imin(D_CHUNK, hs - d0);
                 if (first || !whole) {
-                    transpose_kv(simd, &KT[0][0], k + s0 * C3 + d0, C3, ns, round_nr(ns), nd);
-                    transpose_kv(simd, &VT[0][0], v + s0 * C3 + d0, C3, ns, round_nr(ns), nd);
+                    transpose_kv(simd, &KT[0][0], K_TILE, k + s0 * C3 + d0, C3, ns, round_nr(ns),
+                                 nd);
+                    transpose_kv(simd, &VT[0][0], K_TILE, v + s0 * C3 + d0, C3, ns, round_nr(ns),
+                                 nd);
                 }
                 for (int i0 = ilo; i0 < nq; i0 += MR) {
                     const int mr = imin(MR, nq - i0);
