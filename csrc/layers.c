@@ -769,8 +769,9 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
 }
 
 /* The same tile and head kernels compiled twice: plain C (the compiler's baseline vectors)
- * and with AVX2 enabled; the arithmetic and its order are identical, only the vector width
- * differs. use_avx2() picks one per call. */
+ * and with AVX2 enabled (simd = 1: 8-float accumulators, 8 x 8 register transposes); the
+ * arithmetic and its order are identical, only the vector width differs. use_avx2() picks one
+ * per call. */
 typedef void (*attn_tile_fn)(float *, float *, const float *, int, int, int, int, int, int, int);
 typedef void (*attn_head_fn)(float *, const float *, const float *, const float *,
                              const float *, int, int, int, int, int);
