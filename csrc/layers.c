@@ -582,8 +582,10 @@ GL_INLINE void softmax_update(float *restrict row, float *restrict o, float *res
         *m = bm;
     }
     const float mi = *m;
-    for (int j = 0; j < ncols; j++) row[j] = j < jn ? exp_neg(row[j] * scale - mi) : 0.0f;
-    *l += sumf(row, ncols);
+    const int j8 = (jn + 7) / 8 * 8; /* whole vectors of 8 hold the unmasked keys */
+    for (int j = 0; j < j8; j++) row[j] = j < jn ? exp_neg(row[j] * scale - mi) : 0.0f;
+    for (int j = j8; j < ncols; j++) row[j] = 0.0f;
+    *l += sumf(row, j8);
 }
 
 /* dst[i * D_CHUNK + d] = src[i * lds + d] for i < n, d < nd: rows of one head gathered into a
@@ -728,13 +730,13 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
                 const float D = dotf(dob + (size_t)t * C, ob + (size_t)t * C, hs);
                 const float lt = L[t];
                 float *restrict pr = P[i], *restrict gr = G[i];
-                for (int j0 = 0; j0 < nc; j0 += NR)
-                    for (int x = 0; x < NR; x++) {
-                        const int j = j0 + x;
-                        const float p = j < jn ? exp_neg(pr[j] * scale - lt) : 0.0f;
-                        pr[j] = p;
-                        gr[j] = p * (gr[j] - D) * scale;
-                    }
+                const int j8 = (jn + 7) / 8 * 8; /* whole vectors of 8 hold the unmasked keys */
+                for (int j = 0; j < j8; j++) {
+                    const float p = j < jn ? exp_neg(pr[j] * scale - lt) : 0.0f;
+                    pr[j] = p;
+                    gr[j] = p * (gr[j] - D) * scale;
+                }
+                for (int j = j8; j < nc; j++) pr[j] = gr[j] = 0.0f;
             }
             /* dq_t += sum_s G_ts k_s;  dv_s += sum_t P_ts dout_t;  dk_s += sum_t G_ts q_t
              * (rows t >= s only), by chunks of head columns, each row operand packed */
