@@ -623,7 +623,6 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
     for (int i = 0; i < nq; i++) {
         m[i] = -INFINITY;
         l[i] = 0.0f;
-        memset(o + (size_t)i * C, 0, sizeof(float) * (size_t)hs);
     }
     const int tend = t0 + nq;
     for (int s0 = 0; s0 < tend; s0 += KF_TILE) {
@@ -651,7 +650,7 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
             if (jn > 0) softmax_update(S[i], o + i * C, &m[i], &l[i], jn, nc, scale, hs);
             else if (nc > 0) memset(S[i], 0, sizeof(float) * (size_t)nc);
         }
-        /* out += P V, by chunks of head columns */
+        /* out = P V on the first key block (which every row sees), out += P V after it */
         for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
             const int nd = imin(D_CHUNK, hs - d0);
             pack_rows(&Vp[0][0], v + s0 * C3 + d0, C3, ns, nd);
@@ -659,7 +658,7 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
                 const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
                 if (jmax > 0)
                     mm_rows(o + i0 * C + d0, C, S[i0], KF_TILE, 1, &Vp[0][0], D_CHUNK, mr, nd,
-                            jmax, 1, simd);
+                            jmax, s0 > 0, simd);
             }
         }
     }
