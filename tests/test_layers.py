@@ -296,7 +296,7 @@ ATTN_SHAPES = [
     (1, 300, 8, 2),    # T over several 64-key blocks and 64-query tiles
     (1, 70, 130, 1),   # hs = 130: the head dimension walked in chunks of 64
     (2, 129, 192, 2),  # hs = 96, T just over two tiles
-    (1, 130, 64, 2),   # hs = 32: whole 6 x 16 register blocks, T just over two tiles
+    (1, 130, 64, 2),   # hs = 32: whole 6 x 16 register blocks, T over one 128-key block
     (2, 100, 128, 2),  # hs = 64, T not a multiple of the 64-query tile
 ]
 
@@ -502,7 +502,7 @@ def run_attention(qkv, dout, NH):
 
 # Shapes that take every path of the tiled attention: hs = 32 and 64 (whole register blocks),
 # hs = 130 (the head dimension in chunks of 64), hs = 13 (edge blocks only); T over several
-# 64-row tiles and not a multiple of the 6-row register block.
+# 64-row tiles (and 128-key forward blocks) and not a multiple of the 6-row register block.
 ATTN_PATH_SHAPES = [(2, 130, 64, 2), (1, 100, 128, 2), (1, 70, 130, 1), (1, 67, 52, 4)]
 
 
