@@ -13,12 +13,16 @@
  * Speed: the inner loops are plain C the compiler vectorizes (restrict pointers, no reductions
  * across the vector, a polynomial exp instead of libm's); attention and GELU are also compiled
  * for AVX2 and chosen at run time, with the same arithmetic in the same order, so both builds
- * give bitwise-identical results.
+ * give bitwise-identical results. The products inside attention are register-blocked (GCC/Clang
+ * vector types where available, plain C otherwise; no fused multiply-add, so the builds agree).
  */
 #include "gptlab.h"
 
 #include <math.h>
 #include <string.h>
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#endif
 
 /* Columns per block when a reduction over rows is split by columns between threads. */
 #define COL_BLOCK 64
@@ -64,6 +68,34 @@ GL_INLINE float dotf(const float *restrict a, const float *restrict b, int n) {
     return s;
 }
 
+/* sum of x (n) in float with 8 independent partial sums (vectorizable, fixed order). */
+GL_INLINE float sumf(const float *restrict x, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += x[i + j];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+
+/* max of x (n >= 1, no NaN). Each float is compared through its bits, read as a signed
+ * integer with the magnitude bits flipped when negative, which orders them like the floats:
+ * compilers vectorize an integer maximum, not a float one (whose NaN rules differ). */
+GL_INLINE float maxf(const float *restrict x, int n) {
+    int32_t m = INT32_MIN;
+    for (int i = 0; i < n; i++) {
+        int32_t key;
+        memcpy(&key, x + i, sizeof key);
+        key ^= (key >> 31) & 0x7fffffff;
+        m = key > m ? key : m;
+    }
+    m ^= (m >> 31) & 0x7fffffff;
+    float r;
+    memcpy(&r, &m, sizeof r);
+    return r;
+}
+
 /* a . b accumulated in double (4 partial sums), for row statistics that must be accurate. */
 GL_INLINE double dotd(const float *restrict a, const float *restrict b, int n) {
     double acc[4] = {0, 0, 0, 0};
@@ -78,20 +110,6 @@ GL_INLINE double dotd(const float *restrict a, const float *restrict b, int n) {
 /* y += a * x, (n) each. */
 GL_INLINE void axpyf(float *restrict y, float a, const float *restrict x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
-}
-
-/* y[0:n] += sum_r coef[r] * X[r * ldx + 0:n], r < nrows: a row combination, taken four rows at
- * a time so y is loaded and stored once per four rows. Fixed order of the additions. */
-GL_INLINE void add_rows(float *restrict y, const float *restrict coef, const float *restrict X,
-                        size_t ldx, int nrows, int n) {
-    int r = 0;
-    for (; r + 4 <= nrows; r += 4) {
-        const float a0 = coef[r], a1 = coef[r + 1], a2 = coef[r + 2], a3 = coef[r + 3];
-        const float *restrict x0 = X + (size_t)r * ldx;
-        const float *restrict x1 = x0 + ldx, *restrict x2 = x1 + ldx, *restrict x3 = x2 + ldx;
-        for (int i = 0; i < n; i++) y[i] += (a0 * x0[i] + a1 * x1[i]) + (a2 * x2[i] + a3 * x3[i]);
-    }
-    for (; r < nrows; r++) axpyf(y, coef[r], X + (size_t)r * ldx, n);
 }
 
 /* e^x in float, vectorizable (no libm call): x = n ln2 + r with |r| <= ln2/2, e^r from the
@@ -119,6 +137,33 @@ GL_INLINE float exp_f(float x0) {
     float two_n;
     memcpy(&two_n, &bits, sizeof two_n);
     return x0 < -87.3f ? 0.0f : p * two_n;
+}
+
+/* e^x for the exponents of a softmax (x <= 0 up to rounding): 2^y, y = x log2(e) clamped to
+ * [-127, 127], split as 2^n 2^f with n = round(y) and |f| <= 1/2; 2^f from the Cephes exp2f
+ * polynomial (within about 2 ulp), 2^n written into the exponent bits. For y < -126.5 the
+ * result is 0; e^-inf = 0, which masks a score. Half the operations of exp_f: one reduction
+ * step, no overflow path. */
+GL_INLINE float exp_neg(float x) {
+    float y = x * 1.44269504088896341f;
+    y = y < -127.0f ? -127.0f : y;
+    y = y > 127.0f ? 127.0f : y;
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    const float nm = y + magic;
+    const float f = y - (nm - magic); /* exact */
+    float p = 1.535336188319500e-4f;
+    p = p * f + 1.339887440266574e-3f;
+    p = p * f + 9.618437357674640e-3f;
+    p = p * f + 5.550332471162809e-2f;
+    p = p * f + 2.402264791363012e-1f;
+    p = p * f + 6.931472028550421e-1f;
+    p = p * f + 1.0f;
+    uint32_t bits;
+    memcpy(&bits, &nm, sizeof bits);          /* low bits of nm hold n + 0x400000 */
+    bits = (bits - 0x4B400000u + 127u) << 23; /* the float 2^n (0 for n = -127) */
+    float two_n;
+    memcpy(&two_n, &bits, sizeof two_n);
+    return p * two_n;
 }
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
@@ -302,81 +347,324 @@ void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, cons
 
 /* ---- attention -------------------------------------------------------------------------- */
 
-/* Tiles of the flash-style attention: Q_TILE queries meet K_TILE keys at a time, and the head
- * dimension is walked in chunks of D_CHUNK, so the scratch (fixed arrays on the stack, about
- * 70 KB per thread in the backward pass) depends neither on T nor on the head size. */
+/* Tiles of the flash-style attention: Q_TILE queries meet K_TILE keys at a time (KF_TILE in
+ * the forward pass, where fewer key blocks mean fewer online-softmax updates per row), and the
+ * head dimension is walked in chunks of D_CHUNK, so the scratch (fixed arrays on the stack,
+ * 96 KB per thread in either pass) depends neither on T nor on the head size. Inside a tile
+ * every product (Q K^T, dO V^T, P V, dS K, P^T dO, dS^T Q) is cut into register blocks of MR
+ * rows x NR columns by one micro-kernel, mm_block. */
 #define Q_TILE 64
 #define K_TILE 64
+#define KF_TILE 128
 #define D_CHUNK 64
+/* Square backward tiles: a key block's diagonal query tile starts at its first key, so the
+ * row groups and key groups of the backward's masking line up. */
+_Static_assert(Q_TILE == K_TILE, "the backward's attention tiles must be square");
+#define MR 6
+#define NR 16
 
-/* dst[d * ldd + j] = src[j * lds + d] for j < ns, d < nd: a (ns, nd) block of keys or values
- * turned (nd, ns), so score rows are built by contiguous, vectorizable updates. */
+/* n rounded up to whole register blocks of NR columns. */
+static inline int round_nr(int n) { return (n + NR - 1) / NR * NR; }
+
+/* The register block every attention product is made of: for i < mr (a constant, MR or 4),
+ * c < NR
+ *   C[i * ldc + c] = (load ? C[i * ldc + c] : 0) + sum_{r < n} A(i, r) B[r * ldb + c],
+ * A(i, r) = a[i * lai + r * lar] (the strides read A as stored or transposed). Each output is
+ * one chain of additions in r order, so both builds and mm_edge give the same bits. With
+ * GCC/Clang the accumulators are vectors that stay in registers: in the AVX2 build (simd)
+ * mr x 2 vectors of 8 floats, 12 of the 16 registers for mr = 6; in the portable build the
+ * 16 columns in two halves of mr x 2 vectors of 4 (SSE2 and NEON registers). */
+#if defined(__GNUC__)
+typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float v4f __attribute__((vector_size(16), aligned(4), may_alias));
+
+GL_INLINE void mm_block(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
+                        size_t lar, const float *restrict b, size_t ldb, int n, int load,
+                        const int mr, const int simd) {
+    if (simd) {
+        v8f acc[MR][2];
+        for (int i = 0; i < mr; i++)
+            for (int k = 0; k < 2; k++)
+                acc[i][k] = load ? *(const v8f *)(c + i * ldc + 8 * k) : (v8f){0};
+        for (int r = 0; r < n; r++) {
+            const v8f b0 = *(const v8f *)(b + r * ldb), b1 = *(const v8f *)(b + r * ldb + 8);
+            for (int i = 0; i < mr; i++) {
+                const float ai = a[i * lai + r * lar];
+                acc[i][0] += ai * b0;
+                acc[i][1] += ai * b1;
+            }
+        }
+        for (int i = 0; i < mr; i++)
+            for (int k = 0; k < 2; k++) *(v8f *)(c + i * ldc + 8 * k) = acc[i][k];
+        return;
+    }
+    for (int h = 0; h < NR; h += 8) {
+        v4f acc[MR][2];
+        for (int i = 0; i < mr; i++)
+            for (int k = 0; k < 2; k++)
+                acc[i][k] = load ? *(const v4f *)(c + i * ldc + h + 4 * k) : (v4f){0};
+        for (int r = 0; r < n; r++) {
+            const float *restrict br = b + r * ldb + h;
+            const v4f b0 = *(const v4f *)br, b1 = *(const v4f *)(br + 4);
+            for (int i = 0; i < mr; i++) {
+                const float ai = a[i * lai + r * lar];
+                acc[i][0] += ai * b0;
+                acc[i][1] += ai * b1;
+            }
+        }
+        for (int i = 0; i < mr; i++)
+            for (int k = 0; k < 2; k++) *(v4f *)(c + i * ldc + h + 4 * k) = acc[i][k];
+    }
+}
+#else
+GL_INLINE void mm_block(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
+                        size_t lar, const float *restrict b, size_t ldb, int n, int load,
+                        const int mr, const int simd) {
+    (void)simd;
+    for (int i = 0; i < mr; i++) {
+        float acc[NR];
+        for (int k = 0; k < NR; k++) acc[k] = load ? c[i * ldc + k] : 0.0f;
+        for (int r = 0; r < n; r++) {
+            const float ai = a[i * lai + r * lar];
+            for (int k = 0; k < NR; k++) acc[k] += ai * b[r * ldb + k];
+        }
+        for (int k = 0; k < NR; k++) c[i * ldc + k] = acc[k];
+    }
+}
+#endif
+
+/* The same sums as mm_block for any mr <= MR rows and nc <= NR columns (the tile edges). */
+GL_INLINE void mm_edge(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
+                       size_t lar, const float *restrict b, size_t ldb, int mr, int nc, int n,
+                       int load) {
+    for (int i = 0; i < mr; i++) {
+        float acc[NR];
+        for (int k = 0; k < nc; k++) acc[k] = load ? c[i * ldc + k] : 0.0f;
+        for (int r = 0; r < n; r++) {
+            const float ai = a[i * lai + r * lar];
+            for (int k = 0; k < nc; k++) acc[k] += ai * b[r * ldb + k];
+        }
+        for (int k = 0; k < nc; k++) c[i * ldc + k] = acc[k];
+    }
+}
+
+/* C (mr, nc) (+)= A (mr, n) B (n, nc) for mr <= MR rows, in register blocks of NR columns
+ * (MR or 4 rows, the rest through mm_edge); C rows are ldc apart, B rows ldb apart,
+ * A(i, r) = a[i * lai + r * lar]. */
+GL_INLINE void mm_rows(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
+                       size_t lar, const float *restrict b, size_t ldb, int mr, int nc, int n,
+                       int load, int simd) {
+    for (int k = 0; k < nc; k += NR) {
+        int i = 0;
+        if (k + NR <= nc) {
+            if (mr == MR) {
+                mm_block(c + k, ldc, a, lai, lar, b + k, ldb, n, load, MR, simd);
+                continue;
+            }
+            if (mr >= 4) {
+                mm_block(c + k, ldc, a, lai, lar, b + k, ldb, n, load, 4, simd);
+                i = 4;
+            }
+        }
+        if (i < mr)
+            mm_edge(c + k + i * ldc, ldc, a + i * lai, lai, lar, b + k, ldb, mr - i,
+                    imin(NR, nc - k), n, load);
+    }
+}
+
+/* dst[d * ldd + j] = src[j * lds + d] for j < ns, d < nd, and 0 for ns <= j < ncols: a
+ * (ns, nd) block of keys or values turned (nd, ldd), so that the score blocks Q K^T and
+ * dO V^T read whole rows of NR keys; the zero columns pad the block to whole register blocks. */
 GL_INLINE void transpose_block(float *restrict dst, int ldd, const float *restrict src,
-                               size_t lds, int ns, int nd) {
+                               size_t lds, int ns, int ncols, int nd) {
     for (int j = 0; j < ns; j++)
-        for (int d = 0; d < nd; d++) dst[(size_t)d * ldd + j] = src[(size_t)j * lds + d];
+        for (int d = 0; d < nd; d++) dst[d * ldd + j] = src[(size_t)j * lds + d];
+    for (int d = 0; d < nd; d++)
+        for (int j = ns; j < ncols; j++) dst[d * ldd + j] = 0.0f;
+}
+
+#if GL_X86
+/* transpose_block with 8 x 8 sub-blocks turned in registers: the same result, moved faster. */
+GL_AVX2 static void transpose_block_avx2(float *restrict dst, int ldd, const float *restrict src,
+                                         size_t lds, int ns, int ncols, int nd) {
+    int j = 0;
+    for (; j + 8 <= ns; j += 8) {
+        int d = 0;
+        for (; d + 8 <= nd; d += 8) {
+            __m256 r[8];
+            for (int x = 0; x < 8; x++) r[x] = _mm256_loadu_ps(src + (size_t)(j + x) * lds + d);
+            __m256 t[8], s[8];
+            for (int x = 0; x < 8; x += 2) {
+                t[x] = _mm256_unpacklo_ps(r[x], r[x + 1]);
+                t[x + 1] = _mm256_unpackhi_ps(r[x], r[x + 1]);
+            }
+            for (int x = 0; x < 8; x += 4) {
+                s[x] = _mm256_shuffle_ps(t[x], t[x + 2], 0x44);
+                s[x + 1] = _mm256_shuffle_ps(t[x], t[x + 2], 0xEE);
+                s[x + 2] = _mm256_shuffle_ps(t[x + 1], t[x + 3], 0x44);
+                s[x + 3] = _mm256_shuffle_ps(t[x + 1], t[x + 3], 0xEE);
+            }
+            for (int x = 0; x < 4; x++) {
+                float *restrict row = dst + (d + x) * ldd + j;
+                _mm256_storeu_ps(row, _mm256_permute2f128_ps(s[x], s[x + 4], 0x20));
+                _mm256_storeu_ps(row + 4 * ldd, _mm256_permute2f128_ps(s[x], s[x + 4], 0x31));
+            }
+        }
+        for (; d < nd; d++)
+            for (int x = 0; x < 8; x++) dst[d * ldd + j + x] = src[(size_t)(j + x) * lds + d];
+    }
+    transpose_block(dst + j, ldd, src + (size_t)j * lds, lds, ns - j, ncols - j, nd);
+}
+#endif
+
+/* transpose_block, through the AVX2 version when simd is set (a constant in each build). */
+GL_INLINE void transpose_kv(int simd, float *restrict dst, int ldd, const float *restrict src,
+                            size_t lds, int ns, int ncols, int nd) {
+#if GL_X86
+    if (simd) {
+        transpose_block_avx2(dst, ldd, src, lds, ns, ncols, nd);
+        return;
+    }
+#endif
+    (void)simd;
+    transpose_block(dst, ldd, src, lds, ns, ncols, nd);
+}
+
+/* Asks the cache for rows r < n of a block whose rows are ld floats apart and hs long (a hint
+ * only). The rows of one head lie 3C floats apart, a stride the hardware prefetchers follow
+ * poorly, so the kernels ask for the next tile's rows while they work on this one. */
+GL_INLINE void prefetch_rows(const float *p, size_t ld, int n, int hs) {
+#if defined(__GNUC__)
+    for (int r = 0; r < n; r++, p += ld) {
+        for (int d = 0; d < hs; d += 16) __builtin_prefetch(p + d);
+        __builtin_prefetch(p + hs - 1);
+    }
+#else
+    (void)p, (void)ld, (void)n, (void)hs;
+#endif
+}
+
+/* The backward pass's prefetch: rows [tn, tn + Q_TILE) of q, dq, dout, out (the next query
+ * tile) and rows [sn, sn + K_TILE) of k, v, dk, dv (the next key block), those below T. */
+GL_INLINE void prefetch_next(const float *q, const float *dq, const float *dob, const float *ob,
+                             const float *k, const float *v, const float *dk, const float *dv,
+                             int tn, int sn, int T, int C, int hs) {
+    const size_t C3 = (size_t)3 * C;
+    if (tn < T) {
+        const int n = imin(Q_TILE, T - tn);
+        prefetch_rows(q + tn * C3, C3, n, hs);
+        prefetch_rows(dq + tn * C3, C3, n, hs);
+        prefetch_rows(dob + (size_t)tn * C, (size_t)C, n, hs);
+        prefetch_rows(ob + (size_t)tn * C, (size_t)C, n, hs);
+    }
+    if (sn < T) {
+        const int n = imin(K_TILE, T - sn);
+        prefetch_rows(k + sn * C3, C3, n, hs);
+        prefetch_rows(v + sn * C3, C3, n, hs);
+        prefetch_rows(dk + sn * C3, C3, n, hs);
+        prefetch_rows(dv + sn * C3, C3, n, hs);
+    }
+}
+
+/* The online-softmax update of one query row against one key block. row: (ncols) raw scores
+ * q . k_j on entry, the first jn (>= 1) unmasked; on exit row[j] = exp(score_j * scale - m)
+ * for j < jn and 0 after. m, l: the row's running maximum of the scaled scores and sum of
+ * exponentials; when m grows, l and the partial output o (hs) are rescaled. */
+GL_INLINE void softmax_update(float *restrict row, float *restrict o, float *restrict m,
+                              float *restrict l, int jn, int ncols, float scale, int hs) {
+    const float bm = maxf(row, jn) * scale; /* rounding keeps the order: max(x) s = max(x s) */
+    if (*m == -INFINITY) {
+        *m = bm;
+    } else if (bm > *m) { /* a new maximum: rescale what was accumulated so far */
+        const float corr = exp_f(*m - bm);
+        *l *= corr;
+        for (int d = 0; d < hs; d++) o[d] *= corr;
+        *m = bm;
+    }
+    const float mi = *m;
+    const int j8 = (jn + 7) / 8 * 8; /* whole vectors of 8 hold the unmasked keys */
+    for (int j = 0; j < j8; j++) row[j] = j < jn ? exp_neg(row[j] * scale - mi) : 0.0f;
+    for (int j = j8; j < ncols; j++) row[j] = 0.0f;
+    *l += sumf(row, j8);
+}
+
+/* dst[i * D_CHUNK + d] = src[i * lds + d] for i < n, d < nd: rows of one head gathered into a
+ * contiguous block. A head's rows lie 3C floats apart, and for many C that stride maps them
+ * onto a few cache sets that evict one another; the products read their row operand from
+ * such a block instead. */
+GL_INLINE void pack_rows(float *restrict dst, const float *restrict src, size_t lds, int n,
+                         int nd) {
+    for (int i = 0; i < n; i++, dst += D_CHUNK, src += lds) {
+        int d = 0;
+#if defined(__GNUC__)
+        for (; d + 8 <= nd; d += 8) *(v8f *)(dst + d) = *(const v8f *)(src + d);
+#endif
+        for (; d < nd; d++) dst[d] = src[d];
+    }
 }
 
 /* One tile of the forward pass: queries t0 .. t0+nq-1 of head h of sequence b against all keys
- * s <= t. The keys come in blocks of K_TILE; for each query row a running maximum m and sum l
+ * s <= t. The keys come in blocks of KF_TILE; for each query row a running maximum m and sum l
  * of exp(score - m) (the "online softmax") let a block rescale the partial output instead of
- * revisiting earlier blocks:  out_t = sum_s exp(s_ts - m) v_s / l,  lse_t = m + log(l). */
+ * revisiting earlier blocks:  out_t = sum_s exp(s_ts - m) v_s / l,  lse_t = m + log(l).
+ * Per key block and group of MR query rows: S = Q K^T (against the transposed keys, only the
+ * key columns some row of the group may see), the softmax update, then O += P V (V packed). */
 GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
                                       const float *restrict qkv, int b, int h, int t0, int nq,
-                                      int T, int C, int NH) {
+                                      int T, int C, int NH, int simd) {
     const int hs = C / NH;
     const size_t C3 = (size_t)3 * C, hoff = (size_t)h * hs;
     const float scale = 1.0f / sqrtf((float)hs);
-    const float *restrict base = qkv + (size_t)b * T * C3; /* row 0 of sequence b */
-    float S[Q_TILE][K_TILE], KT[D_CHUNK][K_TILE], m[Q_TILE], l[Q_TILE];
+    const float *restrict q = qkv + ((size_t)b * T + t0) * C3 + hoff; /* q_(t0+i) = q + i C3 */
+    const float *restrict k = qkv + (size_t)b * T * C3 + C + hoff;    /* k_s = k + s C3 */
+    const float *restrict v = k + C;                                  /* v_s = v + s C3 */
+    float *restrict o = out + ((size_t)b * T + t0) * C + hoff;        /* out_(t0+i) = o + i C */
+    float S[Q_TILE][KF_TILE], KT[D_CHUNK][KF_TILE], Vp[KF_TILE][D_CHUNK], m[Q_TILE], l[Q_TILE];
     for (int i = 0; i < nq; i++) {
         m[i] = -INFINITY;
         l[i] = 0.0f;
-        memset(out + ((size_t)b * T + t0 + i) * C + hoff, 0, sizeof(float) * (size_t)hs);
     }
     const int tend = t0 + nq;
-    for (int s0 = 0; s0 < tend; s0 += K_TILE) {
-        const int ns = imin(K_TILE, tend - s0);
-        /* scores S[i][j] = q_(t0+i) . k_(s0+j) for the unmasked j < jn(i) = t0+i+1-s0 */
-        for (int i = 0; i < nq; i++)
-            for (int j = 0; j < ns; j++) S[i][j] = 0.0f;
+    for (int s0 = 0; s0 < tend; s0 += KF_TILE) {
+        const int ns = imin(KF_TILE, tend - s0);
+        if (s0 + KF_TILE < tend) { /* the next key block's rows */
+            const int nn = imin(KF_TILE, tend - s0 - KF_TILE);
+            prefetch_rows(k + (s0 + KF_TILE) * C3, C3, nn, hs);
+            prefetch_rows(v + (s0 + KF_TILE) * C3, C3, nn, hs);
+        }
+        /* S[i][j] = q_(t0+i) . k_(s0+j), j < jmax: the keys the group's last row may see */
         for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
             const int nd = imin(D_CHUNK, hs - d0);
-            transpose_block(&KT[0][0], K_TILE, base + s0 * C3 + C + hoff + d0, C3, ns, nd);
-            for (int i = 0; i < nq; i++) {
-                const int jn = imin(ns, t0 + i + 1 - s0);
-                if (jn > 0)
-                    add_rows(S[i], base + (t0 + i) * C3 + hoff + d0, &KT[0][0], K_TILE, nd, jn);
+            transpose_kv(simd, &KT[0][0], KF_TILE, k + s0 * C3 + d0, C3, ns, round_nr(ns), nd);
+            for (int i0 = 0; i0 < nq; i0 += MR) {
+                const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
+                if (jmax > 0)
+                    mm_rows(S[i0], KF_TILE, q + i0 * C3 + d0, C3, 1, &KT[0][0], KF_TILE, mr,
+                            round_nr(jmax), nd, d0 > 0, simd);
             }
         }
+        /* P = the softmax numerators of S, row by row (on the group's columns) */
         for (int i = 0; i < nq; i++) {
-            const int jn = imin(ns, t0 + i + 1 - s0);
-            if (jn <= 0) continue;
-            float *restrict row = S[i];
-            float *restrict o = out + ((size_t)b * T + t0 + i) * C + hoff;
-            for (int j = 0; j < jn; j++) row[j] *= scale;
-            float bm = row[0];
-            for (int j = 1; j < jn; j++) bm = row[j] > bm ? row[j] : bm;
-            if (m[i] == -INFINITY) {
-                m[i] = bm;
-            } else if (bm > m[i]) { /* a new maximum: rescale what was accumulated so far */
-                const float corr = exp_f(m[i] - bm);
-                l[i] *= corr;
-                for (int d = 0; d < hs; d++) o[d] *= corr;
-                m[i] = bm;
+            const int jn = imin(ns, t0 + i + 1 - s0), i0 = i - i % MR;
+            const int nc = round_nr(imin(ns, t0 + i0 + imin(MR, nq - i0) - s0));
+            if (jn > 0) softmax_update(S[i], o + i * C, &m[i], &l[i], jn, nc, scale, hs);
+            else if (nc > 0) memset(S[i], 0, sizeof(float) * (size_t)nc);
+        }
+        /* out = P V on the first key block (which every row sees), out += P V after it */
+        for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
+            const int nd = imin(D_CHUNK, hs - d0);
+            pack_rows(&Vp[0][0], v + s0 * C3 + d0, C3, ns, nd);
+            for (int i0 = 0; i0 < nq; i0 += MR) {
+                const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
+                if (jmax > 0)
+                    mm_rows(o + i0 * C + d0, C, S[i0], KF_TILE, 1, &Vp[0][0], D_CHUNK, mr, nd,
+                            jmax, s0 > 0, simd);
             }
-            const float mi = m[i];
-            for (int j = 0; j < jn; j++) row[j] = exp_f(row[j] - mi);
-            float sum = 0.0f;
-            for (int j = 0; j < jn; j++) sum += row[j];
-            l[i] += sum;
-            add_rows(o, row, base + s0 * C3 + 2 * (size_t)C + hoff, C3, jn, hs); /* += P V */
         }
     }
     for (int i = 0; i < nq; i++) {
-        float *restrict o = out + ((size_t)b * T + t0 + i) * C + hoff;
         const float inv = 1.0f / l[i];
-        for (int d = 0; d < hs; d++) o[d] *= inv;
+        for (int d = 0; d < hs; d++) o[i * C + d] *= inv;
         lse[((size_t)b * NH + h) * T + t0 + i] = m[i] + logf(l[i]);
     }
 }
@@ -387,96 +675,126 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
  *   dS_ts = P_ts (dout_t . v_s - D_t)                 (softmax backward)
  *   dq_t += sum_s dS_ts k_s / sqrt(hs);  dk_s += sum_t dS_ts q_t / sqrt(hs);
  *   dv_s += sum_t P_ts dout_t.
- * Key blocks outside, query tiles inside; every sum runs in a fixed order (dk, dv over t
- * ascending; dq over s ascending). */
+ * Key blocks outside, query tiles inside. Per (key block, query tile): P = Q K^T and
+ * G = dO V^T in register blocks against the transposed K and V blocks, both turned in place
+ * into P and dS / sqrt(hs), then dQ += G K, dV += P^T dO, dK += G^T Q in register blocks of MR
+ * queries (resp. keys) by NR head columns. Scores walk the head dimension in chunks of
+ * D_CHUNK; when one chunk holds it, the transposed blocks serve all the key block's query
+ * tiles. Every sum runs in a fixed order (dk, dv over t ascending; dq over s ascending). */
 GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restrict dout,
                                        const float *restrict qkv, const float *restrict out,
                                        const float *restrict lse, int b, int h, int T, int C,
-                                       int NH) {
-    const int hs = C / NH;
+                                       int NH, int simd) {
+    const int hs = C / NH, whole = hs <= D_CHUNK; /* whole: one chunk holds the head */
     const size_t C3 = (size_t)3 * C, hoff = (size_t)h * hs;
     const float scale = 1.0f / sqrtf((float)hs);
-    const float *restrict base = qkv + (size_t)b * T * C3;
-    float *restrict dbase = dqkv + (size_t)b * T * C3;
+    const float *restrict q = qkv + (size_t)b * T * C3 + hoff; /* q_t = q + t C3 */
+    const float *restrict k = q + C, *restrict v = q + 2 * (size_t)C;
+    float *restrict dq = dqkv + (size_t)b * T * C3 + hoff; /* dq_t = dq + t C3 */
+    float *restrict dk = dq + C, *restrict dv = dq + 2 * (size_t)C;
     const float *restrict dob = dout + (size_t)b * T * C + hoff; /* dout_t = dob + t C */
+    const float *restrict ob = out + (size_t)b * T * C + hoff;   /* out_t = ob + t C */
     const float *restrict L = lse + ((size_t)b * NH + h) * T;
     float P[Q_TILE][K_TILE], G[Q_TILE][K_TILE], KT[D_CHUNK][K_TILE], VT[D_CHUNK][K_TILE];
-    float cp[Q_TILE], cg[Q_TILE];
+    float Kp[K_TILE][D_CHUNK], Xp[Q_TILE][D_CHUNK]; /* packed k rows; dout, then q rows */
     for (int s0 = 0; s0 < T; s0 += K_TILE) {
-        const int ns = imin(K_TILE, T - s0);
-        for (int t0 = s0 - s0 % Q_TILE; t0 < T; t0 += Q_TILE) {
-            const int nq = imin(Q_TILE, T - t0);
-            /* P = Q K^T and G = dO V^T on the unmasked entries */
-            for (int i = 0; i < nq; i++)
-                for (int j = 0; j < ns; j++) P[i][j] = G[i][j] = 0.0f;
+        const int ns = imin(K_TILE, T - s0), tfirst = s0 - s0 % Q_TILE;
+        for (int t0 = tfirst; t0 < T; t0 += Q_TILE) {
+            const int nq = imin(Q_TILE, T - t0), ilo = s0 > t0 ? s0 - t0 : 0; /* rows t >= s0 */
+            const int first = t0 == tfirst; /* the key block's first query tile */
+            prefetch_next(q, dq, dob, ob, k, v, dk, dv, t0 + Q_TILE, first ? s0 + K_TILE : T,
+                          T, C, hs);
+            /* P = Q K^T and G = dO V^T on the keys each group of rows may see */
             for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
                 const int nd = imin(D_CHUNK, hs - d0);
-                transpose_block(&KT[0][0], K_TILE, base + s0 * C3 + C + hoff + d0, C3, ns, nd);
-                transpose_block(&VT[0][0], K_TILE, base + s0 * C3 + 2 * (size_t)C + hoff + d0,
-                                C3, ns, nd);
-                for (int i = 0; i < nq; i++) {
-                    const int jn = imin(ns, t0 + i + 1 - s0);
-                    if (jn <= 0) continue;
-                    add_rows(P[i], base + (t0 + i) * C3 + hoff + d0, &KT[0][0], K_TILE, nd, jn);
-                    add_rows(G[i], dob + (size_t)(t0 + i) * C + d0, &VT[0][0], K_TILE, nd, jn);
+                if (first || !whole) {
+                    transpose_kv(simd, &KT[0][0], K_TILE, k + s0 * C3 + d0, C3, ns, round_nr(ns),
+                                 nd);
+                    transpose_kv(simd, &VT[0][0], K_TILE, v + s0 * C3 + d0, C3, ns, round_nr(ns),
+                                 nd);
+                }
+                for (int i0 = ilo; i0 < nq; i0 += MR) {
+                    const int mr = imin(MR, nq - i0);
+                    const int nc = round_nr(imin(ns, t0 + i0 + mr - s0));
+                    mm_rows(P[i0], K_TILE, q + (t0 + i0) * C3 + d0, C3, 1, &KT[0][0], K_TILE,
+                            mr, nc, nd, d0 > 0, simd);
+                    mm_rows(G[i0], K_TILE, dob + (size_t)(t0 + i0) * C + d0, (size_t)C, 1,
+                            &VT[0][0], K_TILE, mr, nc, nd, d0 > 0, simd);
                 }
             }
-            /* P <- probabilities, G <- dS / sqrt(hs); dq_t += sum_s G_ts k_s */
-            for (int i = 0; i < nq; i++) {
-                const int t = t0 + i, jn = imin(ns, t + 1 - s0);
-                if (jn <= 0) continue;
-                const float D = dotf(dob + (size_t)t * C, out + ((size_t)b * T + t) * C + hoff, hs);
+            /* P <- probabilities, G <- dS / sqrt(hs), both 0 on masked keys */
+            for (int i = ilo; i < nq; i++) {
+                const int t = t0 + i, jn = imin(ns, t + 1 - s0), i0 = ilo + (i - ilo) / MR * MR;
+                const int nc = round_nr(imin(ns, t0 + i0 + imin(MR, nq - i0) - s0));
+                const float D = dotf(dob + (size_t)t * C, ob + (size_t)t * C, hs);
                 const float lt = L[t];
                 float *restrict pr = P[i], *restrict gr = G[i];
-                for (int j = 0; j < jn; j++) {
-                    const float p = exp_f(pr[j] * scale - lt);
+                const int j8 = (jn + 7) / 8 * 8; /* whole vectors of 8 hold the unmasked keys */
+                for (int j = 0; j < j8; j++) {
+                    const float p = j < jn ? exp_neg(pr[j] * scale - lt) : 0.0f;
                     pr[j] = p;
                     gr[j] = p * (gr[j] - D) * scale;
                 }
-                add_rows(dbase + t * C3 + hoff, gr, base + s0 * C3 + C + hoff, C3, jn, hs);
+                for (int j = j8; j < nc; j++) pr[j] = gr[j] = 0.0f;
             }
-            /* dv_s += sum_t P_ts dout_t;  dk_s += sum_t G_ts q_t  (rows t >= s only) */
-            for (int j = 0; j < ns; j++) {
-                const int s = s0 + j, i0 = s > t0 ? s - t0 : 0;
-                if (i0 >= nq) continue;
-                for (int i = i0; i < nq; i++) {
-                    cp[i - i0] = P[i][j];
-                    cg[i - i0] = G[i][j];
+            /* dq_t += sum_s G_ts k_s;  dv_s += sum_t P_ts dout_t;  dk_s += sum_t G_ts q_t
+             * (rows t >= s only), by chunks of head columns, each row operand packed */
+            for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
+                const int nd = imin(D_CHUNK, hs - d0);
+                if (first || !whole) pack_rows(&Kp[0][0], k + s0 * C3 + d0, C3, ns, nd);
+                for (int i0 = ilo; i0 < nq; i0 += MR) {
+                    const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
+                    mm_rows(dq + (t0 + i0) * C3 + d0, C3, G[i0], K_TILE, 1, &Kp[0][0], D_CHUNK,
+                            mr, nd, jmax, 1, simd);
                 }
-                add_rows(dbase + s * C3 + 2 * (size_t)C + hoff, cp, dob + (size_t)(t0 + i0) * C,
-                         (size_t)C, nq - i0, hs);
-                add_rows(dbase + s * C3 + C + hoff, cg, base + (t0 + i0) * C3 + hoff, C3,
-                         nq - i0, hs);
+                pack_rows(&Xp[ilo][0], dob + (size_t)(t0 + ilo) * C + d0, (size_t)C, nq - ilo,
+                          nd);
+                for (int j0 = 0; j0 < ns; j0 += MR) {
+                    const int mk = imin(MR, ns - j0);
+                    const int i1 = s0 + j0 > t0 + ilo ? s0 + j0 - t0 : ilo;
+                    if (i1 < nq)
+                        mm_rows(dv + (s0 + j0) * C3 + d0, C3, &P[i1][j0], 1, K_TILE, Xp[i1],
+                                D_CHUNK, mk, nd, nq - i1, 1, simd);
+                }
+                pack_rows(&Xp[ilo][0], q + (t0 + ilo) * C3 + d0, C3, nq - ilo, nd);
+                for (int j0 = 0; j0 < ns; j0 += MR) {
+                    const int mk = imin(MR, ns - j0);
+                    const int i1 = s0 + j0 > t0 + ilo ? s0 + j0 - t0 : ilo;
+                    if (i1 < nq)
+                        mm_rows(dk + (s0 + j0) * C3 + d0, C3, &G[i1][j0], 1, K_TILE, Xp[i1],
+                                D_CHUNK, mk, nd, nq - i1, 1, simd);
+                }
             }
         }
     }
 }
 
 /* The same tile and head kernels compiled twice: plain C (the compiler's baseline vectors)
- * and with AVX2 enabled; the arithmetic and its order are identical, only the vector width
- * differs. use_avx2() picks one per call. */
+ * and with AVX2 enabled (simd = 1: 8-float accumulators, 8 x 8 register transposes); the
+ * arithmetic and its order are identical, only the vector width differs. use_avx2() picks one
+ * per call. */
 typedef void (*attn_tile_fn)(float *, float *, const float *, int, int, int, int, int, int, int);
 typedef void (*attn_head_fn)(float *, const float *, const float *, const float *,
                              const float *, int, int, int, int, int);
 
 static void attn_tile_portable(float *out, float *lse, const float *qkv, int b, int h, int t0,
                                int nq, int T, int C, int NH) {
-    attention_forward_tile(out, lse, qkv, b, h, t0, nq, T, C, NH);
+    attention_forward_tile(out, lse, qkv, b, h, t0, nq, T, C, NH, 0);
 }
 static void attn_head_portable(float *dqkv, const float *dout, const float *qkv,
                                const float *out, const float *lse, int b, int h, int T, int C,
                                int NH) {
-    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH);
+    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH, 0);
 }
 #if GL_X86
 GL_AVX2 static void attn_tile_avx2(float *out, float *lse, const float *qkv, int b, int h,
                                    int t0, int nq, int T, int C, int NH) {
-    attention_forward_tile(out, lse, qkv, b, h, t0, nq, T, C, NH);
+    attention_forward_tile(out, lse, qkv, b, h, t0, nq, T, C, NH, 1);
 }
 GL_AVX2 static void attn_head_avx2(float *dqkv, const float *dout, const float *qkv,
                                    const float *out, const float *lse, int b, int h, int T,
                                    int C, int NH) {
-    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH);
+    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH, 1);
 }
 #endif
 
