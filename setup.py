@@ -43,8 +43,11 @@ class BuildExt(build_ext):
             if msvc:
                 ext.extra_compile_args = ["/O2", "/openmp"]
                 continue
+            # -ffp-contract=off: no silent a*b+c -> fma fusion in plain C (GCC's ISO mode
+            # already does this; Clang fuses by default), so the portable and AVX2 builds of
+            # a kernel round alike and results stay bitwise the same across ISA paths
             args = ["-O3", "-std=c11", "-fno-math-errno", "-fno-trapping-math",
-                    "-Wall", "-Wno-unknown-pragmas", "-fvisibility=hidden"]
+                    "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas", "-fvisibility=hidden"]
             link = []
             if os.environ.get("GPTLAB_NO_OPENMP") != "1" and cc and shutil.which(cc[0]) \
                     and _compiler_accepts(cc, ["-fopenmp"]):

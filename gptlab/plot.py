@@ -203,7 +203,9 @@ def overoptimization(ppo_history: Sequence[dict], bins: int = 10,
     of the learned reward model keeps rising while the true score rises, peaks and falls: the
     policy learns the reward model's blind spots. Points are PPO steps; the lines join the
     means of ``bins`` groups of steps of similar KL; the dashed line marks the KL where the
-    gold score peaked."""
+    gold score peaked. The two scores have different scales (the reward model's is
+    arbitrary, the gold one lies in [-1, 1]), so each has its own axis: reward model on the
+    left, gold on the right."""
     plt = _pyplot()
     rows = [r for r in ppo_history if isinstance(r.get("objective/kl"), float)
             and math.isfinite(r["objective/kl"])]
@@ -213,23 +215,28 @@ def overoptimization(ppo_history: Sequence[dict], bins: int = 10,
     order = np.argsort(kl, kind="stable")
     groups = [g for g in np.array_split(order, min(bins, len(order))) if len(g)]
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for key, name, colour in ((rm_key, "reward-model score (optimised)", "tab:blue"),
-                              (gold_key, "gold score (true)", "tab:orange")):
+    axes = {rm_key: ax, gold_key: ax.twinx()}
+    lines = []
+    for key, name, colour in ((rm_key, "reward-model score (optimised, left)", "tab:blue"),
+                              (gold_key, "gold score (true, right)", "tab:orange")):
         ys = np.asarray([r.get(key, np.nan) for r in rows], dtype=float)
         if not np.isfinite(ys).any():
             continue
-        ax.scatter(kl, ys, color=colour, alpha=0.25, s=10)
+        a = axes[key]
+        a.scatter(kl, ys, color=colour, alpha=0.25, s=10)
         gx = np.asarray([kl[g].mean() for g in groups])
         gy = np.asarray([np.nanmean(ys[g]) if np.isfinite(ys[g]).any() else np.nan
                          for g in groups])
-        ax.plot(gx, gy, color=colour, linewidth=2, marker="o", markersize=4, label=name)
+        lines += a.plot(gx, gy, color=colour, linewidth=2, marker="o", markersize=4,
+                        label=name)
+        a.set_ylabel(name.split(" (")[0], color=colour)
         if key == gold_key and np.isfinite(gy).any():
-            ax.axvline(gx[int(np.nanargmax(gy))], color=colour, linestyle="--", alpha=0.6)
+            a.axvline(gx[int(np.nanargmax(gy))], color=colour, linestyle="--", alpha=0.6)
     ax.set_xlabel("KL(policy || reference) per reply, nats")
-    ax.set_ylabel("score")
     ax.set_title("over-optimisation: proxy reward vs true reward")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if lines:
+        ax.legend(lines, [ln.get_label() for ln in lines], loc="lower right")
     fig.tight_layout()
     return fig
 
