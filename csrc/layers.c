@@ -17,6 +17,7 @@
  * vector types where available, plain C otherwise; no fused multiply-add, so the builds agree).
  */
 #include "gptlab.h"
+#include "fastexp.h"
 
 #include <math.h>
 #include <string.h>
@@ -112,31 +113,12 @@ GL_INLINE void axpyf(float *restrict y, float a, const float *restrict x, int n)
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-/* e^x in float, vectorizable (no libm call): x = n ln2 + r with |r| <= ln2/2, e^r from the
- * Cephes expf polynomial (within about 2 ulp), 2^n written into the exponent bits. Below -87.3
- * the result is 0 (no denormals), above 88.3 it saturates at e^88.3 (about 2e38), NaN stays
- * NaN. */
+/* e^x in float, vectorizable (no libm call; fastexp.h): below -87.3 the result is 0 (no
+ * denormals), above 88.3 it saturates at e^88.3 (about 2e38), NaN stays NaN. */
 GL_INLINE float exp_f(float x0) {
     float x = x0 < -87.3f ? -87.3f : x0;
     x = x > 88.3f ? 88.3f : x;
-    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    const float nm = x * 1.44269504088896341f + magic;
-    const float n = nm - magic;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    uint32_t bits;
-    memcpy(&bits, &nm, sizeof bits);              /* low bits of nm hold n + 0x400000 */
-    bits = (bits - 0x4B400000u + 127u) << 23;     /* the float 2^n */
-    float two_n;
-    memcpy(&two_n, &bits, sizeof two_n);
-    return x0 < -87.3f ? 0.0f : p * two_n;
+    return x0 < -87.3f ? 0.0f : exp_poly(x);
 }
 
 /* e^x for the exponents of a softmax (x <= 0 up to rounding): 2^y, y = x log2(e) clamped to

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "gptlab.h"
+#include "fastexp.h"
 
 /* Rows of a (N, V) softmax handled per parallel region in the cross-entropy forward pass;
  * their losses are summed serially afterwards, in row order. */
@@ -34,30 +35,12 @@
 #define HAVE_AVX2_PATH 1
 #endif
 
-/* e^x to about 2 ulp (Cephes' expf: x = n ln2 + r, |r| <= ln2/2, a degree-7 polynomial for
- * e^r, 2^n built in the exponent bits). Branch-free, so loops over it vectorise. x is clamped
- * to [-87, 88] (a softmax term never underflows to exactly 0); NaN propagates. */
+/* e^x (fastexp.h) with x clamped to [-87, 88]: a softmax term never underflows to exactly
+ * 0; NaN propagates. */
 ALWAYS_INLINE float exp_approx(float x) {
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
-    /* t's low mantissa bits hold round(x / ln2): adding 1.5 * 2^23 rounds to an integer */
-    float t = x * 1.44269504088896341f + 12582912.0f;
-    float n = t - 12582912.0f;
-    uint32_t tb;
-    memcpy(&tb, &t, sizeof tb);
-    uint32_t sb = (tb - 0x4B400000u + 127u) << 23; /* bits of 2^n, n in [-126, 127] */
-    float scale;
-    memcpy(&scale, &sb, sizeof scale);
-    float r = x - n * 0.693359375f; /* ln2 in two parts (Cody-Waite): the first is exact */
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    return p * scale;
+    return exp_poly(x);
 }
 
 /* Largest element of x (V). A NaN is skipped here but reaches the sums through exp. */
