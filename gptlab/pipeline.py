@@ -548,9 +548,13 @@ def ppo_stage(prev, out: str, sft=None, fast: bool = False, settings: dict | Non
     trainer.train(steps, progress=progress)
     train_s = time.perf_counter() - t0
     after = measure(policy)
+    # sampled at the training temperature too: greedy replies show the likeliest behaviour,
+    # sampled ones how reliably the model shows it (SFT may refuse 100% greedily, 80% sampled)
+    temp = float(p.get("temperature", 1))
+    sampled_before = evaluate_policy(ref, tok, held, labeler=labeler, reward_model=rm,
+                                     max_new_tokens=max_new, temperature=temp, seed=seed + 3)
     sampled = evaluate_policy(policy, tok, held, labeler=labeler, reward_model=rm, ref=ref,
-                              max_new_tokens=max_new, temperature=float(p.get("temperature", 1)),
-                              seed=seed + 3)
+                              max_new_tokens=max_new, temperature=temp, seed=seed + 3)
     rollout_tokens = [trainer.batches.batch_size * r.get("val/response_length", 0.0)
                       for r in trainer.history]
     step_s = [r.get("time/rollout", 0.0) + r.get("time/update", 0.0) for r in trainer.history]
@@ -560,7 +564,11 @@ def ppo_stage(prev, out: str, sft=None, fast: bool = False, settings: dict | Non
         "kl": sampled["kl"],
         "behaviour_before": {k: float(before["behaviour"][k]) for k in BEHAVIOURS},
         "behaviour_after": {k: float(after["behaviour"][k]) for k in BEHAVIOURS},
+        "sampled_gold_score_before": sampled_before["gold_score"],
         "sampled_gold_score_after": sampled["gold_score"],
+        "sampled_behaviour_before": {k: float(sampled_before["behaviour"][k])
+                                     for k in BEHAVIOURS},
+        "sampled_behaviour_after": {k: float(sampled["behaviour"][k]) for k in BEHAVIOURS},
         "ended_before": before["ended"], "ended_after": after["ended"],
         "steps": trainer.t, "heldout_prompts": len(held), "train_seconds": train_s,
         "tokens_per_s": sum(rollout_tokens) / sum(step_s) if sum(step_s) > 0 else float("nan"),
@@ -846,6 +854,13 @@ def report_markdown(r: dict) -> str:
     for k, name in names.items():
         L.append(f"| | {name}, SFT -> PPO | {_fmt(ppo['behaviour_before'][k], '.0%')} -> "
                  f"{_fmt(ppo['behaviour_after'][k], '.0%')} |")
+    if "sampled_behaviour_before" in ppo:
+        sb, sa = ppo["sampled_behaviour_before"], ppo["sampled_behaviour_after"]
+        L.append(f"| | sampled at temperature 1: gold score / refuses / impartial / declines, "
+                 f"SFT -> PPO | {_fmt(ppo['sampled_gold_score_before'], '+.3f')} / "
+                 + " / ".join(f"{_fmt(sb[k], '.0%')}" for k in names)
+                 + f" -> {_fmt(ppo['sampled_gold_score_after'], '+.3f')} / "
+                 + " / ".join(f"{_fmt(sa[k], '.0%')}" for k in names) + " |")
     if "best_of_n" in ppo:
         b = ppo["best_of_n"]
         L.append(f"| | best-of-{b['n']} sampling from SFT: gold score | "

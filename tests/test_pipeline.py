@@ -45,7 +45,8 @@ def test_pipeline_fast_writes_every_documented_key_with_finite_values(tmp_path):
     for section, keys in DOCUMENTED.items():
         for k in keys:
             assert is_number(report[section].get(k)), f"{section}.{k} = {report[section].get(k)}"
-    for side in ("behaviour_before", "behaviour_after"):
+    for side in ("behaviour_before", "behaviour_after", "sampled_behaviour_before",
+                 "sampled_behaviour_after"):
         for k in RATES:
             v = report["ppo"][side][k]
             assert is_number(v) and 0.0 <= v <= 1.0, f"ppo.{side}.{k} = {v}"

@@ -289,7 +289,7 @@ the same held-out text.
 from gptlab.stages.pretrain import tokenize_corpus
 
 tokens = np.concatenate([pre.train_tokens, pre.val_tokens])
-big_steps = 12 if FAST else 150
+big_steps = 12 if FAST else 100
 T, B = 64, 16
 runs, facts = {}, []
 for label, shape in (("larger model, fewer tokens", dict(n_layer=4, n_head=4, n_embd=128)),
@@ -317,8 +317,7 @@ fig = plot.compare_curves(runs, key="val_loss", x="flops", xlabel="training comp
                           title="equal compute: model size vs training tokens")
 """),
     code("""
-(l1, h1), (l2, h2) = runs.items()
-v1, v2 = h1[-1].get("val_loss"), h2[-1].get("val_loss")
+(l1, v1), (l2, v2) = [(f[0], f[4]) for f in facts]   # final held-out loss of each run
 winner = l1 if v1 < v2 else l2
 print(f"at equal compute the winner is: {winner} ({min(v1, v2):.3f} vs {max(v1, v2):.3f})")
 """),
