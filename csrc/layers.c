@@ -156,7 +156,7 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
 void gl_embedding_forward(float *out, const int32_t *idx, const float *wte, const float *wpe,
                           int B, int T, int C) {
     ptrdiff_t BT = (ptrdiff_t)B * T;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)BT * C >= PAR_MIN)
     for (ptrdiff_t bt = 0; bt < BT; bt++) {
         float *restrict o = out + (size_t)bt * C;
         const float *restrict e = wte + (size_t)idx[bt] * C;
@@ -201,7 +201,7 @@ void gl_embedding_backward(float *dwte, float *dwpe, const float *dout, const in
  * accumulated in double, two passes, so float32 stays accurate even for large C or an offset. */
 void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
                           const float *b, int N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *restrict xr = x + (size_t)n * C;
         float *restrict o = out + (size_t)n * C;
@@ -299,7 +299,7 @@ void gl_matmul_forward(float *out, const float *x, const float *w, const float *
     if (N <= 0 || OC <= 0) return;
     float beta = 0.0f;
     if (b) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * OC >= PAR_MIN)
         for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, b, sizeof(float) * (size_t)OC);
         beta = 1.0f;
     }
