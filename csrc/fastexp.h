@@ -4,7 +4,8 @@
  * the Cephes expf polynomial (within about 2 ulp), and 2^n written straight into the exponent
  * bits. Branch-free plain C, so loops that call it vectorise, and the portable and AVX2 builds
  * of a kernel compute the same bits. The caller clamps x to [-87.3, 88.3] first (the range
- * where 2^n is a normal float); each kernel chooses what happens outside it. */
+ * where 2^n is a normal float); each kernel chooses what happens outside it. exp_neg is a
+ * shorter variant for softmax exponents (x <= 0). */
 #ifndef GPTLAB_FASTEXP_H
 #define GPTLAB_FASTEXP_H
 
@@ -16,6 +17,17 @@
 #else
 #define FASTEXP_INLINE static inline
 #endif
+
+/* 2^n as a float, from nm = y + 1.5 * 2^23 whose low mantissa bits hold n + 0x400000
+ * (n = round(y) in [-127, 127]; n = -127 gives 0). */
+FASTEXP_INLINE float pow2_of_magic(float nm) {
+    uint32_t bits;
+    memcpy(&bits, &nm, sizeof bits);
+    bits = (bits - 0x4B400000u + 127u) << 23;
+    float two_n;
+    memcpy(&two_n, &bits, sizeof two_n);
+    return two_n;
+}
 
 /* e^x for x in [-87.3, 88.3]. */
 FASTEXP_INLINE float exp_poly(float x) {
@@ -31,12 +43,29 @@ FASTEXP_INLINE float exp_poly(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    uint32_t bits;
-    memcpy(&bits, &nm, sizeof bits);          /* low bits of nm hold n + 0x400000 */
-    bits = (bits - 0x4B400000u + 127u) << 23; /* the float 2^n */
-    float two_n;
-    memcpy(&two_n, &bits, sizeof two_n);
-    return p * two_n;
+    return p * pow2_of_magic(nm);
+}
+
+/* e^x for the exponents of a softmax (x <= 0 up to rounding): 2^y, y = x log2(e) clamped to
+ * [-127, 127], split as 2^n 2^f with n = round(y) and |f| <= 1/2; 2^f from the Cephes exp2f
+ * polynomial (within about 2 ulp), 2^n written into the exponent bits. For y < -126.5 the
+ * result is 0; e^-inf = 0, which masks a score. Half the operations of exp_f: one reduction
+ * step, no overflow path. */
+FASTEXP_INLINE float exp_neg(float x) {
+    float y = x * 1.44269504088896341f;
+    y = y < -127.0f ? -127.0f : y;
+    y = y > 127.0f ? 127.0f : y;
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    const float nm = y + magic;
+    const float f = y - (nm - magic); /* exact */
+    float p = 1.535336188319500e-4f;
+    p = p * f + 1.339887440266574e-3f;
+    p = p * f + 9.618437357674640e-3f;
+    p = p * f + 5.550332471162809e-2f;
+    p = p * f + 2.402264791363012e-1f;
+    p = p * f + 6.931472028550421e-1f;
+    p = p * f + 1.0f;
+    return p * pow2_of_magic(nm);
 }
 
 #endif

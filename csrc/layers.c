@@ -121,32 +121,6 @@ GL_INLINE float exp_f(float x0) {
     return x0 < -87.3f ? 0.0f : exp_poly(x);
 }
 
-/* e^x for the exponents of a softmax (x <= 0 up to rounding): 2^y, y = x log2(e) clamped to
- * [-127, 127], split as 2^n 2^f with n = round(y) and |f| <= 1/2; 2^f from the Cephes exp2f
- * polynomial (within about 2 ulp), 2^n written into the exponent bits. For y < -126.5 the
- * result is 0; e^-inf = 0, which masks a score. Half the operations of exp_f: one reduction
- * step, no overflow path. */
-GL_INLINE float exp_neg(float x) {
-    float y = x * 1.44269504088896341f;
-    y = y < -127.0f ? -127.0f : y;
-    y = y > 127.0f ? 127.0f : y;
-    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    const float nm = y + magic;
-    const float f = y - (nm - magic); /* exact */
-    float p = 1.535336188319500e-4f;
-    p = p * f + 1.339887440266574e-3f;
-    p = p * f + 9.618437357674640e-3f;
-    p = p * f + 5.550332471162809e-2f;
-    p = p * f + 2.402264791363012e-1f;
-    p = p * f + 6.931472028550421e-1f;
-    p = p * f + 1.0f;
-    uint32_t bits;
-    memcpy(&bits, &nm, sizeof bits);          /* low bits of nm hold n + 0x400000 */
-    bits = (bits - 0x4B400000u + 127u) << 23; /* the float 2^n (0 for n = -127) */
-    float two_n;
-    memcpy(&two_n, &bits, sizeof two_n);
-    return p * two_n;
-}
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
@@ -348,6 +322,22 @@ _Static_assert(Q_TILE == K_TILE, "the backward's attention tiles must be square"
 /* n rounded up to whole register blocks of NR columns. */
 static inline int round_nr(int n) { return (n + NR - 1) / NR * NR; }
 
+/* The sums of mm_block (below) for any mr <= MR rows and nc <= NR columns: the tile edges,
+ * and the whole block where no vector types exist. */
+GL_INLINE void mm_edge(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
+                       size_t lar, const float *restrict b, size_t ldb, int mr, int nc, int n,
+                       int load) {
+    for (int i = 0; i < mr; i++) {
+        float acc[NR];
+        for (int k = 0; k < nc; k++) acc[k] = load ? c[i * ldc + k] : 0.0f;
+        for (int r = 0; r < n; r++) {
+            const float ai = a[i * lai + r * lar];
+            for (int k = 0; k < nc; k++) acc[k] += ai * b[r * ldb + k];
+        }
+        for (int k = 0; k < nc; k++) c[i * ldc + k] = acc[k];
+    }
+}
+
 /* The register block every attention product is made of: for i < mr (a constant, MR or 4),
  * c < NR
  *   C[i * ldc + c] = (load ? C[i * ldc + c] : 0) + sum_{r < n} A(i, r) B[r * ldb + c],
@@ -403,32 +393,10 @@ GL_INLINE void mm_block(float *restrict c, size_t ldc, const float *restrict a, 
                         size_t lar, const float *restrict b, size_t ldb, int n, int load,
                         const int mr, const int simd) {
     (void)simd;
-    for (int i = 0; i < mr; i++) {
-        float acc[NR];
-        for (int k = 0; k < NR; k++) acc[k] = load ? c[i * ldc + k] : 0.0f;
-        for (int r = 0; r < n; r++) {
-            const float ai = a[i * lai + r * lar];
-            for (int k = 0; k < NR; k++) acc[k] += ai * b[r * ldb + k];
-        }
-        for (int k = 0; k < NR; k++) c[i * ldc + k] = acc[k];
-    }
+    mm_edge(c, ldc, a, lai, lar, b, ldb, mr, NR, n, load);
 }
 #endif
 
-/* The same sums as mm_block for any mr <= MR rows and nc <= NR columns (the tile edges). */
-GL_INLINE void mm_edge(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
-                       size_t lar, const float *restrict b, size_t ldb, int mr, int nc, int n,
-                       int load) {
-    for (int i = 0; i < mr; i++) {
-        float acc[NR];
-        for (int k = 0; k < nc; k++) acc[k] = load ? c[i * ldc + k] : 0.0f;
-        for (int r = 0; r < n; r++) {
-            const float ai = a[i * lai + r * lar];
-            for (int k = 0; k < nc; k++) acc[k] += ai * b[r * ldb + k];
-        }
-        for (int k = 0; k < nc; k++) c[i * ldc + k] = acc[k];
-    }
-}
 
 /* C (mr, nc) (+)= A (mr, n) B (n, nc) for mr <= MR rows, in register blocks of NR columns
  * (MR or 4 rows, the rest through mm_edge); C rows are ldc apart, B rows ldb apart,
