@@ -619,6 +619,21 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
     }
 }
 
+/* dX_s += sum_t W_ts X_t for the keys s = s0 + j (j < ns) of a key block and the query rows
+ * t = t0 + i >= s (i >= ilo) of a tile: W (Q_TILE, K_TILE) read transposed, X packed in Xp
+ * (nd columns); dX rows are ld apart. The dv (W = P, X = dout) and dk (W = dS, X = q) sums. */
+GL_INLINE void add_key_rows(float *restrict dx, size_t ld, float (*W)[K_TILE],
+                            float (*Xp)[D_CHUNK], int s0, int t0, int ilo, int ns, int nq,
+                            int nd, int simd) {
+    for (int j0 = 0; j0 < ns; j0 += MR) {
+        const int mk = imin(MR, ns - j0);
+        const int i1 = s0 + j0 > t0 + ilo ? s0 + j0 - t0 : ilo;
+        if (i1 < nq)
+            mm_rows(dx + (s0 + j0) * ld, ld, &W[i1][j0], 1, K_TILE, Xp[i1], D_CHUNK, mk, nd,
+                    nq - i1, 1, simd);
+    }
+}
+
 /* The backward pass of one head (b, h), recomputing the probabilities from lse:
  *   P_ts = exp(q_t . k_s / sqrt(hs) - lse_t)          for s <= t
  *   D_t = dout_t . out_t  (= sum_s P_ts dout_t . v_s)
@@ -699,21 +714,9 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
                 }
                 pack_rows(&Xp[ilo][0], dob + (size_t)(t0 + ilo) * C + d0, (size_t)C, nq - ilo,
                           nd);
-                for (int j0 = 0; j0 < ns; j0 += MR) {
-                    const int mk = imin(MR, ns - j0);
-                    const int i1 = s0 + j0 > t0 + ilo ? s0 + j0 - t0 : ilo;
-                    if (i1 < nq)
-                        mm_rows(dv + (s0 + j0) * C3 + d0, C3, &P[i1][j0], 1, K_TILE, Xp[i1],
-                                D_CHUNK, mk, nd, nq - i1, 1, simd);
-                }
+                add_key_rows(dv + d0, C3, P, Xp, s0, t0, ilo, ns, nq, nd, simd);
                 pack_rows(&Xp[ilo][0], q + (t0 + ilo) * C3 + d0, C3, nq - ilo, nd);
-                for (int j0 = 0; j0 < ns; j0 += MR) {
-                    const int mk = imin(MR, ns - j0);
-                    const int i1 = s0 + j0 > t0 + ilo ? s0 + j0 - t0 : ilo;
-                    if (i1 < nq)
-                        mm_rows(dk + (s0 + j0) * C3 + d0, C3, &G[i1][j0], 1, K_TILE, Xp[i1],
-                                D_CHUNK, mk, nd, nq - i1, 1, simd);
-                }
+                add_key_rows(dk + d0, C3, G, Xp, s0, t0, ilo, ns, nq, nd, simd);
             }
         }
     }

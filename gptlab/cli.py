@@ -28,24 +28,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _threads(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}")
-    return n
+def _int_at_least(lo: int, expected: str):
+    """An argparse type: an integer >= ``lo``, else a one-line error naming ``expected``."""
+    def parse(v: str) -> int:
+        try:
+            n = int(v)
+        except ValueError:
+            n = lo - 1
+        if n < lo:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {v!r}")
+        return n
+    return parse
 
 
-def _nonneg(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v!r}")
-    return n
+_positive = _int_at_least(1, "a positive integer")
+_nonneg = _int_at_least(0, "an integer >= 0")
 
 
 def _common(p: argparse.ArgumentParser, steps: bool = True) -> None:
@@ -53,7 +50,7 @@ def _common(p: argparse.ArgumentParser, steps: bool = True) -> None:
                    help="tiny budgets (a smoke run of a few minutes; poor numbers)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0, or the "
                    "seed of the --from stage)")
-    p.add_argument("--threads", type=_threads, default=None,
+    p.add_argument("--threads", type=_positive, default=None,
                    help="threads of the C kernels (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
     if steps:
@@ -111,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", action="append", default=None,
                    help="a question (repeatable); otherwise read questions from stdin")
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
-    p.add_argument("--max-new-tokens", type=_threads, default=48)
+    p.add_argument("--max-new-tokens", type=_positive, default=48)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=_threads, default=None)
+    p.add_argument("--threads", type=_positive, default=None)
     parser.commands["chat"] = p
     return parser
 

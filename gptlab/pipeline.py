@@ -179,6 +179,16 @@ def _as_stage(prev, expected: str) -> Stage:
     return st
 
 
+def _settings_seed_world(parent: Stage, fast: bool, settings: dict | None, seed: int | None,
+                         world: TinyWorld | None) -> tuple[dict, int, TinyWorld]:
+    """What a stage after the first inherits from its parent unless given: the settings
+    (else FULL/FAST), the seed and the TinyWorld (rebuilt from seed and settings if the
+    parent was loaded from disk)."""
+    s = settings or settings_for(fast)
+    seed = parent.seed if seed is None else seed
+    return s, seed, world or parent.extra.get("world") or _world(seed, s)
+
+
 # ---- files ------------------------------------------------------------------------------------
 
 
@@ -347,11 +357,9 @@ def sft_stage(prev, out: str, fast: bool = False, settings: dict | None = None,
     (replies that end with <|end|>) and accuracy on held-out questions, before (base) and
     after SFT."""
     base = _as_stage(prev, "pretrain")
-    s = settings or settings_for(fast)
-    seed = base.seed if seed is None else seed
+    s, seed, world = _settings_seed_world(base, fast, settings, seed, world)
     log, notes = _Log(progress), []
     t_start = time.perf_counter()
-    world = world or base.extra.get("world") or _world(seed, s)
     tok, model = base.tok, base.model.copy()
     from .stages.sft import SFTTrainer
 
@@ -403,11 +411,9 @@ def reward_stage(prev, out: str, fast: bool = False, settings: dict | None = Non
     from .stages.reward import RewardModel, RewardTrainer, build_preferences
 
     sft = _as_stage(prev, "sft")
-    s = settings or settings_for(fast)
-    seed = sft.seed if seed is None else seed
+    s, seed, world = _settings_seed_world(sft, fast, settings, seed, world)
     log, notes = _Log(progress), []
     t_start = time.perf_counter()
-    world = world or sft.extra.get("world") or _world(seed, s)
     labeler = GoldLabeler(world)
     tok, policy = sft.tok, sft.model
     p = dict(s["reward"])
@@ -521,11 +527,9 @@ def ppo_stage(prev, out: str, sft=None, fast: bool = False, settings: dict | Non
             raise ValueError(f"{rst.dir}: the reward stage does not name its SFT folder; pass "
                              "sft=")
     sst = _as_stage(sft, "sft")
-    s = settings or settings_for(fast)
-    seed = rst.seed if seed is None else seed
+    s, seed, world = _settings_seed_world(rst, fast, settings, seed, world)
     log, notes = _Log(progress), []
     t_start = time.perf_counter()
-    world = world or rst.extra.get("world") or _world(seed, s)
     labeler = rst.extra.get("labeler") or GoldLabeler(world)
     tok, rm, ref = rst.tok, rst.model, sst.model
     p = dict(s["ppo"])
@@ -541,7 +545,8 @@ def ppo_stage(prev, out: str, sft=None, fast: bool = False, settings: dict | Non
     log(f"ppo: measuring the SFT policy on {len(held)} held-out prompts")
     before = measure(ref)
     policy = ref.copy()
-    trainer = PPOTrainer(policy, ref, rm, tok, world.rl_prompts("train", n=n_prompts),
+    prompts = world.rl_prompts("train", n=n_prompts)
+    trainer = PPOTrainer(policy, ref, rm, tok, prompts,
                          labeler=labeler, seed=seed, **p)
     log(f"ppo: {steps} steps of {trainer.batches.batch_size} rollouts")
     t0 = time.perf_counter()
@@ -608,7 +613,7 @@ def ppo_stage(prev, out: str, sft=None, fast: bool = False, settings: dict | Non
     if over_steps > 0:  # the same PPO from the SFT model, without the KL leash, for longer
         log(f"ppo: {over_steps} steps with beta={o.get('kl_coef', 0.0)} for the "
             "over-optimisation plot")
-        greedy = PPOTrainer(ref.copy(), ref, rm, tok, world.rl_prompts("train", n=n_prompts),
+        greedy = PPOTrainer(ref.copy(), ref, rm, tok, prompts,
                             labeler=labeler, seed=seed, **{**p, **o})
         greedy.train(over_steps, progress=progress)
         write_jsonl(os.path.join(out, "overopt_metrics.jsonl"), greedy.history)
