@@ -87,15 +87,24 @@ def operands(case: str, M: int, K: int, N: int, rng):
     return ours, theirs, out, out2
 
 
-def time_pair(f, g, repeat: int, rounds: int = 3,
-              clock=time.perf_counter) -> tuple[float, float]:
-    """Best seconds of f and of g. Each round runs one untimed call and `repeat` timed calls of
-    f, then of g (so one library's idle worker threads, which spin for a while after a call, are
-    not measured against the other); the best time filters out other processes on the machine."""
+def time_pair(f, g, repeat: int, rounds: int = 3, clock=time.perf_counter,
+              settle: float = 0.25, warm: float = 0.03) -> tuple[float, float]:
+    """Best seconds of f and of g, each timed alone on a quiet machine.
+
+    Each round runs f, then g, in blocks: untimed calls for `warm` seconds (at least one),
+    then `repeat` timed calls, then a pause of `settle` seconds. The pause matters: after a
+    call, OpenBLAS's worker threads spin for about 2^28 cycles (~0.1 s) before they sleep, and
+    timed calls of the other library made in that window share the cores with them (measured
+    here: gptlab at M=256 dropped to one core's speed). The warm-up matters on a virtual
+    machine: a vCPU that slept through the pause wakes slowly at first. The best time filters
+    out other processes on the machine."""
     best_f = best_g = float("inf")
     for _ in range(rounds):
         for fn, is_f in ((f, True), (g, False)):
+            t_end = time.perf_counter() + warm
             fn()
+            while time.perf_counter() < t_end:
+                fn()
             for _ in range(repeat):
                 t = clock()
                 fn()
@@ -104,6 +113,7 @@ def time_pair(f, g, repeat: int, rounds: int = 3,
                     best_f = min(best_f, dt)
                 else:
                     best_g = min(best_g, dt)
+            time.sleep(settle)
     return best_f, best_g
 
 

@@ -28,6 +28,7 @@
  * multiply-adds skip all this and run plain loops. */
 #include "gptlab.h"
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -35,6 +36,12 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <sched.h>
+#define GL_YIELD() sched_yield()
+#else
+#define GL_YIELD() ((void)0)
 #endif
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -247,7 +254,8 @@ __attribute__((target("avx2,fma"))) static inline __m256 load_first(const float 
     return _mm256_maskload_ps(src, mask);
 }
 
-/* "cols" layout (k contiguous in src): transpose 8x8 blocks in registers, panel by panel. */
+/* "cols" layout (k contiguous in src): transpose 8x8 blocks in registers, panel by panel.
+ * Panels narrower than 8 (the 6-wide A panels) are stored 8 wide like in pack_rows_avx2. */
 __attribute__((target("avx2,fma"))) static void pack_cols_avx2(float *dst, const float *src,
                                                                ptrdiff_t ld, int w, int wv,
                                                                int kc, int np) {
@@ -265,7 +273,13 @@ __attribute__((target("avx2,fma"))) static void pack_cols_avx2(float *dst, const
                                          : _mm256_setzero_ps();
                 transpose8(r);
                 const int n = w - i0 < 8 ? w - i0 : 8;
-                for (int kk = 0; kk < 8; kk++) store_first(dst + (k + kk) * w + i0, r[kk], n);
+                if (w < 8) /* 8 wide: the spill lands where row k + kk + 1 goes, written next */
+                    for (int kk = 0; kk < 8; kk++)
+                        if (k + kk + 1 < kc) _mm256_storeu_ps(dst + (k + kk) * w, r[kk]);
+                        else store_first(dst + (k + kk) * w, r[kk], n);
+                else
+                    for (int kk = 0; kk < 8; kk++)
+                        store_first(dst + (k + kk) * w + i0, r[kk], n);
             }
         }
         for (; k < kc; k++)
@@ -275,21 +289,41 @@ __attribute__((target("avx2,fma"))) static void pack_cols_avx2(float *dst, const
 }
 
 /* "rows" layout (i contiguous in src), k outer: each row of src is read once, contiguously,
- * across all np panels, by vectors (masked at the matrix edge). */
+ * across all np panels, by vectors (masked at the matrix edge). When every panel is full,
+ * the common case, the copies are plain vector moves; a w < 8 panel row (the 6-wide A
+ * panels) is then stored 8 wide, the 2 floats past it landing where the next k's row goes
+ * (written next), except on the panel's last row. */
 __attribute__((target("avx2,fma"))) static void pack_rows_avx2(float *dst, const float *src,
                                                                ptrdiff_t ld, int w, int wv,
                                                                int kc, int np) {
     const int width = wv < np * w ? wv : np * w; /* floats to read per row */
+    const int full = wv >= np * w;
     for (int k = 0; k < kc; k++) {
         const float *s = src + (ptrdiff_t)k * ld;
         if (k + PACK_AHEAD < kc) /* rows are ld apart: fetch a few ahead, line by line */
             for (int i = 0; i < width; i += 16)
                 _mm_prefetch((const char *)(s + PACK_AHEAD * ld + i), _MM_HINT_T0);
-        for (int p = 0; p < np; p++) {
-            float *d = dst + ((ptrdiff_t)p * kc + k) * w;
-            for (int i = 0; i < w; i += 8) {
-                const int nv = clamp_int(wv - p * w - i, 0, 8);
-                store_first(d + i, load_first(s + p * w + i, nv), w - i < 8 ? w - i : 8);
+        if (full && w % 8 == 0) {
+            for (int p = 0; p < np; p++) {
+                float *d = dst + ((ptrdiff_t)p * kc + k) * w;
+                for (int i = 0; i < w; i += 8)
+                    _mm256_storeu_ps(d + i, _mm256_loadu_ps(s + p * w + i));
+            }
+        } else if (full && w < 8) {
+            for (int p = 0; p < np; p++) {
+                float *d = dst + ((ptrdiff_t)p * kc + k) * w;
+                const __m256 v = p * w + 8 <= wv ? _mm256_loadu_ps(s + p * w)
+                                                 : load_first(s + p * w, w);
+                if (k + 1 < kc) _mm256_storeu_ps(d, v);
+                else store_first(d, v, w);
+            }
+        } else {
+            for (int p = 0; p < np; p++) {
+                float *d = dst + ((ptrdiff_t)p * kc + k) * w;
+                for (int i = 0; i < w; i += 8) {
+                    const int nv = clamp_int(wv - p * w - i, 0, 8);
+                    store_first(d + i, load_first(s + p * w + i, nv), w - i < 8 ? w - i : 8);
+                }
             }
         }
     }
@@ -484,6 +518,7 @@ typedef struct {
     ptrdiff_t lda, ldb, ldc;
     float *apack; /* A super-block: MS x KC, MR-tall micro-panels */
     float *bpack; /* B panel: KC x round_up(min(N, NC), NR), NR-wide micro-panels */
+    atomic_int *ready; /* gemm_whole only: one flag per packing unit, set once it is packed */
 } gemm_job;
 
 static inline int min_int(int a, int b) { return a < b ? a : b; }
@@ -581,6 +616,94 @@ static void gemm_loops(const gemm_job *g, int nth) {
                     }
                 }
             }
+        }
+    }
+}
+
+/* ---- short products: everything packed up front, no barrier ---------------------------------- */
+
+/* With two or more threads, a product whose packed A and B fit in WHOLE_FLOATS floats takes
+ * gemm_whole instead of gemm_loops. gemm_loops waits twice per KC step for the whole team
+ * (packing done, multiplication done), and with sleeping waits each wait costs a wake-up of
+ * the other thread (~30 us on the development VM): 10-20% of a 1-2 ms product. Here the team
+ * packs every KC slice of A and B at once, flagging each packing unit when it is done, and a
+ * work item owns its C tiles across all KC slices, waiting only for the units it reads --
+ * which another thread is packing right now -- so nothing waits for a sleeping thread. Each
+ * tile still sums the KC slices in order with the same kernel: the bits equal gemm_loops'. */
+#define WHOLE_FLOATS (2 << 20)
+#define WHOLE_UNITS 4096
+
+/* Layout of the packed operands: KC slice s of A at apack + s * (mt MR KC), of B at
+ * bpack + s * (np NR KC); within a slice, micro-panels of kc (the slice's depth) floats. */
+typedef struct {
+    int mt, np, nslices, nga, ngb;
+} whole_plan;
+
+static whole_plan plan_whole(const gemm_job *g) {
+    const isa_desc *d = g->d;
+    whole_plan w = {ceil_div(g->M, d->mr), ceil_div(g->N, d->nr), ceil_div(g->K, d->kc), 0, 0};
+    w.nga = ceil_div(w.mt, PACK_GROUP);
+    w.ngb = ceil_div(w.np, PACK_GROUP);
+    return w;
+}
+
+/* Spins until packing unit u is done (a thread is packing it now), yielding the core now and
+ * then in case that thread is waiting for one. */
+static void wait_packed(const gemm_job *g, int u) {
+    for (int spins = 0; !atomic_load_explicit(&g->ready[u], memory_order_acquire); spins++)
+        if ((spins & 255) == 255) GL_YIELD();
+}
+
+static void gemm_whole(const gemm_job *g, int nth) {
+    const isa_desc *d = g->d;
+    const int MR = d->mr, NR = d->nr, M = g->M, N = g->N, K = g->K;
+    const whole_plan w = plan_whole(g);
+    const int per_slice = w.nga + w.ngb;
+    /* packing units, slice by slice: A groups, then B groups, of PACK_GROUP micro-panels */
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int u = 0; u < w.nslices * per_slice; u++) {
+        const int s = u / per_slice, t = u % per_slice;
+        const int pc = s * d->kc, kc = min_int(d->kc, K - pc);
+        if (t < w.nga) {
+            const int t0 = t * PACK_GROUP, n = min_int(PACK_GROUP, w.mt - t0);
+            const int i = t0 * MR, wv = min_int(n * MR, M - i);
+            float *dst = g->apack + (size_t)s * w.mt * MR * d->kc + (size_t)t0 * MR * kc;
+            if (g->transA)
+                d->pack_rows(dst, g->A + pc * g->lda + i, g->lda, MR, wv, kc, n);
+            else
+                d->pack_cols(dst, g->A + i * g->lda + pc, g->lda, MR, wv, kc, n);
+        } else {
+            const int p0 = (t - w.nga) * PACK_GROUP, n = min_int(PACK_GROUP, w.np - p0);
+            const int j = p0 * NR, wv = min_int(n * NR, N - j);
+            float *dst = g->bpack + (size_t)s * w.np * NR * d->kc + (size_t)p0 * NR * kc;
+            if (g->transB)
+                d->pack_cols(dst, g->B + j * g->ldb + pc, g->ldb, NR, wv, kc, n);
+            else
+                d->pack_rows(dst, g->B + pc * g->ldb + j, g->ldb, NR, wv, kc, n);
+        }
+        atomic_store_explicit(&g->ready[u], 1, memory_order_release);
+    }
+    /* multiply: item (b, c) covers tile rows [r0, r1) and panels [p0, p1) for every slice */
+    int nmb, nnb;
+    plan_items(d, w.mt, w.np, nth, &nmb, &nnb);
+#pragma omp for schedule(dynamic, 1)
+    for (int item = 0; item < nmb * nnb; item++) {
+        const int b = item / nnb, c = item % nnb;
+        const int r0 = w.mt * b / nmb, r1 = w.mt * (b + 1) / nmb;
+        const int p0 = w.np * c / nnb, p1 = w.np * (c + 1) / nnb;
+        for (int s = 0; s < w.nslices; s++) {
+            const int kc = min_int(d->kc, K - s * d->kc);
+            const float beta = s == 0 ? g->beta : 1.0f;
+            for (int t = r0 / PACK_GROUP; t <= (r1 - 1) / PACK_GROUP; t++)
+                wait_packed(g, s * per_slice + t);
+            for (int t = p0 / PACK_GROUP; t <= (p1 - 1) / PACK_GROUP; t++)
+                wait_packed(g, s * per_slice + w.nga + t);
+            const float *as = g->apack + (size_t)s * w.mt * MR * d->kc;
+            const float *bs = g->bpack + (size_t)s * w.np * NR * d->kc;
+            for (int p = p0; p < p1; p++)
+                for (int r = r0; r < r1; r++)
+                    tile(g, as + (size_t)r * MR * kc, bs + (size_t)p * NR * kc, kc, r * MR,
+                         p * NR, beta);
         }
     }
 }
@@ -690,7 +813,7 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
               const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     gemm_job g = {active_isa(), transA, transB, M, N, K < 0 ? 0 : K, alpha, beta, A, B, C,
-                  lda, ldb, ldc, NULL, NULL};
+                  lda, ldb, ldc, NULL, NULL, NULL};
     const isa_desc *d = g.d;
     const double work = (double)M * N * K;
     if (M <= SKINNY_M && !transA && g.K > 0 && work >= SMALL_WORK &&
@@ -702,15 +825,6 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
         sgemm_skinny(&g, nth);
         return;
     }
-    if (g.K > 0 && work >= SMALL_WORK) {
-        const int kc = min_int(d->kc, g.K);
-        g.apack = thread_buffer(0, (size_t)kc * ceil_div(min_int(M, MS), d->mr) * d->mr);
-        g.bpack = thread_buffer(1, (size_t)kc * ceil_div(min_int(N, d->nc), d->nr) * d->nr);
-    }
-    if (!g.apack || !g.bpack) { /* small, K == 0, or out of memory */
-        sgemm_small(&g);
-        return;
-    }
     int nth = 1;
 #ifdef _OPENMP
     if (!omp_in_parallel() && work >= 2.0 * WORK_PER_THREAD) {
@@ -718,14 +832,38 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
         if (work < (double)nth * WORK_PER_THREAD) nth = (int)(work / WORK_PER_THREAD);
     }
 #endif
+    atomic_int ready[WHOLE_UNITS];
+    int whole = 0;
+    if (g.K > 0 && work >= SMALL_WORK) {
+        const whole_plan w = plan_whole(&g);
+        const size_t asz = (size_t)w.nslices * d->kc * w.mt * d->mr;
+        const size_t bsz = (size_t)w.nslices * d->kc * w.np * d->nr;
+        whole = nth > 1 && asz + bsz <= WHOLE_FLOATS && w.nslices * (w.nga + w.ngb) <= WHOLE_UNITS;
+        if (whole) {
+            g.apack = thread_buffer(0, asz);
+            g.bpack = thread_buffer(1, bsz);
+            for (int u = 0; u < w.nslices * (w.nga + w.ngb); u++) atomic_init(&ready[u], 0);
+            g.ready = ready;
+        } else {
+            const int kc = min_int(d->kc, g.K);
+            g.apack = thread_buffer(0, (size_t)kc * ceil_div(min_int(M, MS), d->mr) * d->mr);
+            g.bpack = thread_buffer(1, (size_t)kc * ceil_div(min_int(N, d->nc), d->nr) * d->nr);
+        }
+    }
+    if (!g.apack || !g.bpack) { /* small, K == 0, or out of memory */
+        sgemm_small(&g);
+        return;
+    }
     /* A team even of one thread: the worksharing loops inside must bind to this region, not
      * to a caller's enclosing one (gl_sgemm called from inside a parallel loop). */
 #pragma omp parallel num_threads(nth) if (nth > 1)
     {
 #ifdef _OPENMP
-        gemm_loops(&g, omp_get_num_threads());
+        const int team = omp_get_num_threads();
 #else
-        gemm_loops(&g, 1);
+        const int team = 1;
 #endif
+        if (whole) gemm_whole(&g, team);
+        else gemm_loops(&g, team);
     }
 }

@@ -84,6 +84,7 @@ SHAPES = [
     (1, 300, 200), (300, 1, 200), (7, 200, 100), (200, 7, 65), (17, 63, 65),
     (5, 15, 31), (13, 33, 257), (6, 16, 256), (12, 32, 192), (25, 47, 193),
     (145, 31, 400), (241, 9, 800), (3, 4100, 5), (70, 130, 770),
+    (48, 64, 385), (96, 160, 771),  # whole groups of 8 micro-panels: the packers' fast paths
 ]
 
 
@@ -155,6 +156,24 @@ def test_sgemm_is_bitwise_reproducible_and_independent_of_thread_count(isa, thre
             C = np.full((M, N), np.nan, np.float32)
             _core.sgemm(ta, tb, A, B, C, 1.0, 0.0)
             results.append(C)
+        for C in results[1:]:
+            np.testing.assert_array_equal(C, results[0])
+
+
+def test_sgemm_short_products_without_barriers_match_the_blocked_loops(isa, threads):
+    """With 2+ threads, products whose packed operands fit in 2M floats pack every KC slice
+    up front and multiply as each slice is flagged packed (gemm_whole); one thread runs the
+    blocked loops. Same bits either way, and right against float64, across many KC slices,
+    edge tiles, alpha and beta."""
+    rng = np.random.default_rng(17)
+    for ta, tb, (M, N, K) in [(0, 0, (61, 67, 2000)), (0, 1, (200, 45, 1500)),
+                              (1, 0, (43, 250, 2100)), (1, 1, (130, 70, 800))]:
+        A, B = _operands(rng, M, N, K, ta, tb)
+        C0 = rng.standard_normal((M, N)).astype(np.float32)
+        results = []
+        for n in (1, 2, 3):
+            _core.set_num_threads(n)
+            results.append(_check(ta, tb, A, B, C0, 0.5, 0.7))
         for C in results[1:]:
             np.testing.assert_array_equal(C, results[0])
 
