@@ -561,6 +561,22 @@ static void tile(const gemm_job *g, const float *ap, const float *bp, int kc, in
     }
 }
 
+/* Packs n micro-panels of the KC slice at depth pc, kc deep, into dst: of A (b == 0), the
+ * MR-tall panels from row `first` of op(A); of B (b == 1), the NR-wide panels from column
+ * `first` of op(B). The matrix edge is padded with zeros. */
+static void pack_panels(const gemm_job *g, int b, float *dst, int pc, int kc, int first, int n) {
+    const isa_desc *d = g->d;
+    if (!b) {
+        const int wv = min_int(n * d->mr, g->M - first);
+        if (g->transA) d->pack_rows(dst, g->A + pc * g->lda + first, g->lda, d->mr, wv, kc, n);
+        else d->pack_cols(dst, g->A + first * g->lda + pc, g->lda, d->mr, wv, kc, n);
+    } else {
+        const int wv = min_int(n * d->nr, g->N - first);
+        if (g->transB) d->pack_cols(dst, g->B + first * g->ldb + pc, g->ldb, d->nr, wv, kc, n);
+        else d->pack_rows(dst, g->B + pc * g->ldb + first, g->ldb, d->nr, wv, kc, n);
+    }
+}
+
 /* The loops around the micro-kernel, run by every thread of the team (or by the caller alone:
  * the worksharing loops then run all their iterations). Packing and work items are handed out
  * dynamically; which thread computes a tile never changes its value, because every tile sums
@@ -583,20 +599,12 @@ static void gemm_loops(const gemm_job *g, int nth) {
                 for (int t = 0; t < ngroups; t++) {
                     if (t < nga) {
                         const int t0 = t * PACK_GROUP, n = min_int(PACK_GROUP, mt - t0);
-                        const int i = ms + t0 * MR, wv = min_int(n * MR, M - i);
-                        float *dst = g->apack + (size_t)t0 * MR * kc;
-                        if (g->transA)
-                            d->pack_rows(dst, g->A + pc * g->lda + i, g->lda, MR, wv, kc, n);
-                        else
-                            d->pack_cols(dst, g->A + i * g->lda + pc, g->lda, MR, wv, kc, n);
+                        pack_panels(g, 0, g->apack + (size_t)t0 * MR * kc, pc, kc,
+                                    ms + t0 * MR, n);
                     } else {
                         const int p0 = (t - nga) * PACK_GROUP, n = min_int(PACK_GROUP, np - p0);
-                        const int j = jc + p0 * NR, wv = min_int(n * NR, N - j);
-                        float *dst = g->bpack + (size_t)p0 * NR * kc;
-                        if (g->transB)
-                            d->pack_cols(dst, g->B + j * g->ldb + pc, g->ldb, NR, wv, kc, n);
-                        else
-                            d->pack_rows(dst, g->B + pc * g->ldb + j, g->ldb, NR, wv, kc, n);
+                        pack_panels(g, 1, g->bpack + (size_t)p0 * NR * kc, pc, kc,
+                                    jc + p0 * NR, n);
                     }
                 }
                 /* multiply: item (b, c) covers tile rows [r0, r1) and panels [p0, p1);
@@ -656,7 +664,7 @@ static void wait_packed(const gemm_job *g, int u) {
 
 static void gemm_whole(const gemm_job *g, int nth) {
     const isa_desc *d = g->d;
-    const int MR = d->mr, NR = d->nr, M = g->M, N = g->N, K = g->K;
+    const int MR = d->mr, NR = d->nr, K = g->K;
     const whole_plan w = plan_whole(g);
     const int per_slice = w.nga + w.ngb;
     /* packing units, slice by slice: A groups, then B groups, of PACK_GROUP micro-panels */
@@ -666,20 +674,12 @@ static void gemm_whole(const gemm_job *g, int nth) {
         const int pc = s * d->kc, kc = min_int(d->kc, K - pc);
         if (t < w.nga) {
             const int t0 = t * PACK_GROUP, n = min_int(PACK_GROUP, w.mt - t0);
-            const int i = t0 * MR, wv = min_int(n * MR, M - i);
-            float *dst = g->apack + (size_t)s * w.mt * MR * d->kc + (size_t)t0 * MR * kc;
-            if (g->transA)
-                d->pack_rows(dst, g->A + pc * g->lda + i, g->lda, MR, wv, kc, n);
-            else
-                d->pack_cols(dst, g->A + i * g->lda + pc, g->lda, MR, wv, kc, n);
+            pack_panels(g, 0, g->apack + (size_t)s * w.mt * MR * d->kc + (size_t)t0 * MR * kc,
+                        pc, kc, t0 * MR, n);
         } else {
             const int p0 = (t - w.nga) * PACK_GROUP, n = min_int(PACK_GROUP, w.np - p0);
-            const int j = p0 * NR, wv = min_int(n * NR, N - j);
-            float *dst = g->bpack + (size_t)s * w.np * NR * d->kc + (size_t)p0 * NR * kc;
-            if (g->transB)
-                d->pack_cols(dst, g->B + j * g->ldb + pc, g->ldb, NR, wv, kc, n);
-            else
-                d->pack_rows(dst, g->B + pc * g->ldb + j, g->ldb, NR, wv, kc, n);
+            pack_panels(g, 1, g->bpack + (size_t)s * w.np * NR * d->kc + (size_t)p0 * NR * kc,
+                        pc, kc, p0 * NR, n);
         }
         atomic_store_explicit(&g->ready[u], 1, memory_order_release);
     }
