@@ -5,6 +5,8 @@ otherwise). No -march=native: the SIMD kernels pick their instruction set at run
 Environment switches:
   GPTLAB_SANITIZE=1   build with AddressSanitizer + UndefinedBehaviorSanitizer (tests in CI)
   GPTLAB_NO_OPENMP=1  build without OpenMP even if available
+  GPTLAB_EMULATE_AVX512=1  test builds: the AVX-512 GEMM path runs on AVX2 machines, each
+                      512-bit vector emulated by two 256-bit halves (CI tests it this way)
 """
 
 import glob
@@ -61,6 +63,8 @@ class BuildExt(build_ext):
                        "-fno-sanitize-recover=undefined", "-O1", "-g"]
                 args += san
                 link += ["-fsanitize=address,undefined"]
+            if os.environ.get("GPTLAB_EMULATE_AVX512") == "1":
+                args.append("-DGL_GEMM_EMULATE_AVX512")
             ext.extra_compile_args = args
             ext.extra_link_args = link
         super().build_extensions()
