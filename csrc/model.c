@@ -315,16 +315,26 @@ float gl_model_loss(gl_model *m, const int32_t *targets, const float *mask) {
 
 /* ---- backward -------------------------------------------------------------------------- */
 
+/* A linear layer's backward pass whose dx is written, not accumulated: dx = dout @ w^T (the
+ * product overwrites dx, so the buffer needs no zeroing first); dw += x^T @ dout; db += sum_n
+ * dout. Shapes as in gl_matmul_backward. */
+static void linear_backward_set_dx(float *dx, float *dw, float *db, const float *dout,
+                                   const float *x, const float *w, int N, int C, int OC) {
+    gl_sgemm(0, 1, N, C, OC, 1.0f, dout, OC, w, OC, 0.0f, dx, C);
+    gl_matmul_backward(NULL, dw, db, dout, x, w, N, C, OC);
+}
+
 void gl_model_backward(gl_model *m, const float *dlogits, const float *dhidden) {
     const int B = m->B, T = m->T, N = B * T;
     const int C = m->cfg.n_embd, NH = m->cfg.n_head, V = m->cfg.vocab_size, L = m->cfg.n_layer;
     const size_t NC = (size_t)N * C;
     float *g = m->grads;
     float *dlnf = m->dC1; /* d loss / d (final hidden state) */
-    memset(dlnf, 0, NC * sizeof(float));
-    if (dlogits) { /* tied head: dlnf += dlogits @ wte; dwte += dlogits^T @ lnf */
-        gl_sgemm(0, 0, N, C, V, 1.0f, dlogits, V, m->params + m->wte, C, 1.0f, dlnf, C);
+    if (dlogits) { /* tied head: dlnf = dlogits @ wte; dwte += dlogits^T @ lnf */
+        gl_sgemm(0, 0, N, C, V, 1.0f, dlogits, V, m->params + m->wte, C, 0.0f, dlnf, C);
         gl_sgemm(1, 0, V, C, N, 1.0f, dlogits, V, m->lnf, C, 1.0f, g + m->wte, C);
+    } else {
+        memset(dlnf, 0, NC * sizeof(float));
     }
     if (dhidden)
         for (size_t i = 0; i < NC; i++) dlnf[i] += dhidden[i];
@@ -338,22 +348,18 @@ void gl_model_backward(gl_model *m, const float *dlogits, const float *dhidden) 
         block_acts *a = &m->blocks[l];
         const float *x = l == 0 ? m->encoded : m->blocks[l - 1].res3;
         /* MLP: res3 = res2 + fcproj(gelu(fc(ln2(res2)))); dres holds d res3 = d fcproj */
-        memset(m->dH1, 0, (size_t)N * 4 * C * sizeof(float));
-        gl_matmul_backward(m->dH1, dw.fcprojw, dw.fcprojb, dres, a->fch_gelu, w.fcprojw, N,
-                           4 * C, C);
+        linear_backward_set_dx(m->dH1, dw.fcprojw, dw.fcprojb, dres, a->fch_gelu, w.fcprojw,
+                               N, 4 * C, C);
         memset(m->dH2, 0, (size_t)N * 4 * C * sizeof(float));
         gl_gelu_backward(m->dH2, a->fch, m->dH1, (size_t)N * 4 * C);
-        memset(m->dC2, 0, NC * sizeof(float));
-        gl_matmul_backward(m->dC2, dw.fcw, dw.fcb, m->dH2, a->ln2, w.fcw, N, C, 4 * C);
+        linear_backward_set_dx(m->dC2, dw.fcw, dw.fcb, m->dH2, a->ln2, w.fcw, N, C, 4 * C);
         gl_layernorm_backward(dres, dw.ln2w, dw.ln2b, m->dC2, a->res2, w.ln2w, a->ln2_mean,
                               a->ln2_rstd, N, C); /* dres now holds d res2 */
         /* attention: res2 = x + proj(attn(qkv(ln1(x)))) */
-        memset(m->dC3, 0, NC * sizeof(float));
-        gl_matmul_backward(m->dC3, dw.projw, dw.projb, dres, a->atty, w.projw, N, C, C);
+        linear_backward_set_dx(m->dC3, dw.projw, dw.projb, dres, a->atty, w.projw, N, C, C);
         memset(m->dQKV, 0, NC * 3 * sizeof(float));
         gl_attention_backward(m->dQKV, m->dC3, a->qkv, a->atty, a->lse, B, T, C, NH);
-        memset(m->dC2, 0, NC * sizeof(float));
-        gl_matmul_backward(m->dC2, dw.qkvw, dw.qkvb, m->dQKV, a->ln1, w.qkvw, N, C, 3 * C);
+        linear_backward_set_dx(m->dC2, dw.qkvw, dw.qkvb, m->dQKV, a->ln1, w.qkvw, N, C, 3 * C);
         gl_layernorm_backward(dres, dw.ln1w, dw.ln1b, m->dC2, x, w.ln1w, a->ln1_mean,
                               a->ln1_rstd, N, C); /* dres now holds d x */
     }
