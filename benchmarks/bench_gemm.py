@@ -87,7 +87,7 @@ def operands(case: str, M: int, K: int, N: int, rng):
     return ours, theirs, out, out2
 
 
-def time_pair(f, g, repeat: int, rounds: int = 3, clock=time.perf_counter,
+def time_pair(f, g, repeat: int, rounds: int = 5, clock=time.perf_counter,
               settle: float = 0.25, warm: float = 0.03) -> tuple[float, float]:
     """Best seconds of f and of g, each timed alone on a quiet machine.
 
