@@ -3,10 +3,15 @@ process: the figure behind the OpenMP wait-policy comparison in docs/benchmarks.
 
     OMP_WAIT_POLICY=passive python benchmarks/step_time.py
     GOMP_SPINCOUNT=30000 python benchmarks/step_time.py
+    python benchmarks/step_time.py --scaling [--preset gpt-mini]
+
+--scaling measures thread scaling in one process: blocks of steps on 1 thread and on 2
+alternate (so a slow spell of the machine hits both), and the ratio of the medians is printed.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -16,13 +21,21 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import gptlab as gl  # noqa: E402
 
+SHAPES = {"small": (16, 128), "gpt-mini": (8, 256)}
+
 
 def main(steps: int = 15, warmup: int = 3) -> None:
-    cfg = gl.GPTConfig.preset("small", vocab_size=2048)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scaling", action="store_true", help="1 thread against 2, alternating")
+    ap.add_argument("--preset", default="small", choices=list(SHAPES))
+    ap.add_argument("--rounds", type=int, default=6, help="--scaling: blocks per thread count")
+    args = ap.parse_args()
+    B, T = SHAPES[args.preset]
+    cfg = gl.GPTConfig.preset(args.preset, vocab_size=2048)
     model, rng = gl.GPT(cfg, seed=0), np.random.default_rng(0)
     opt = gl.AdamW(model, 3e-4)
-    x = rng.integers(0, 2048, (16, 128), dtype=np.int32)
-    y = rng.integers(0, 2048, (16, 128), dtype=np.int32)
+    x = rng.integers(0, 2048, (B, T), dtype=np.int32)
+    y = rng.integers(0, 2048, (B, T), dtype=np.int32)
 
     def step() -> None:
         model.zero_grad()
@@ -30,6 +43,22 @@ def main(steps: int = 15, warmup: int = 3) -> None:
         model.backward()
         opt.clip_and_step(1.0)
 
+    if args.scaling:
+        times = {1: [], 2: []}
+        for _ in range(args.rounds):
+            for n in (1, 2):
+                gl.set_num_threads(n)
+                step()  # untimed: the first step after a switch
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    step()
+                    times[n].append(time.perf_counter() - t0)
+        med = {n: float(np.median(t)) * 1e3 for n, t in times.items()}
+        print(f"{args.preset} B={B} T={T}: 1 thread {med[1]:.1f} ms, 2 threads {med[2]:.1f} ms "
+              f"per step (medians of {len(times[1])}): scaling {med[1] / med[2]:.2f}x "
+              f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} "
+              f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')})")
+        return
     for _ in range(warmup):
         step()
     times = []

@@ -6,14 +6,19 @@ a small GPT-2 whose forward and backward passes live in a C core (`gptlab._core`
 
 import os as _os
 
-# OpenMP threads that spin while waiting for work are fast on an idle machine but slow a step
-# down severalfold when other processes share the cores (a notebook beside a browser, tests in
-# parallel). Measured on 2 cores, small preset step: sleeping waits 235 ms idle / 425 ms with a
-# second such process; spinning 30,000 rounds (GOMP_SPINCOUNT=30000) 220 ms / 940 ms; libgomp's
-# default 300,000 rounds 2,800 ms when shared. A user's own setting wins (on a dedicated
-# machine GOMP_SPINCOUNT=30000 buys those 7%).
-if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
-    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+# How long an idle OpenMP thread spins before it sleeps. A training step opens hundreds of
+# short parallel regions, and waking a sleeping thread costs ~30 us on a virtual machine, so a
+# short spin pays; but threads that spin long slow everything down severalfold when another
+# process shares the cores (a notebook beside a browser, tests in parallel). Measured on 2
+# cores, small preset step (benchmarks/step_time.py), alone / beside a second such process:
+# sleeping at once (OMP_WAIT_POLICY=passive) 234 / 419 ms; GOMP_SPINCOUNT=1000 (~20 us) 218 /
+# 433 ms; 2000: 219 / 452 ms; 30,000: 220 / 940 ms; libgomp's default 300,000: 2,800 ms when
+# shared. So 1000 (GNU libgomp); LLVM's libomp ignores it and would spin 200 ms by default, so
+# it sleeps at once (KMP_BLOCKTIME=0). A user's own setting of any of these wins.
+_WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+if not any(v in _os.environ for v in _WAIT_VARS):
+    _os.environ["GOMP_SPINCOUNT"] = "1000"
+    _os.environ["KMP_BLOCKTIME"] = "0"
 
 from . import _core  # after the OpenMP setting above
 from . import data, losses, stages
