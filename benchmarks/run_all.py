@@ -8,8 +8,8 @@ bench_train.py (training step, MFU, peak RSS against PyTorch) and bench_generate
 (KV-cache generation against Hugging Face). The JSON holds each script's own JSON under its
 name, plus the machine's load average at the start: the suite assumes the cores are free,
 and on a shared machine (load above the core count) every OpenMP barrier can wait for a
-descheduled thread -- there `OMP_WAIT_POLICY=passive` (for both frameworks) gives steadier
-figures; see docs/benchmarks.md.
+descheduled thread. docs/benchmarks.md runs it with GOMP_SPINCOUNT=1000 (gptlab's default
+wait policy) set for both frameworks.
 """
 
 from __future__ import annotations
