@@ -281,9 +281,7 @@ void gl_matmul_forward(float *out, const float *x, const float *w, const float *
 }
 
 /* dx += dout @ w^T: (N,OC) @ (OC,C); dw += x^T @ dout: (C,N) @ (N,OC); db += sum_n dout.
- * dx and db may be NULL (the input needs no gradient; the layer has no bias). The bias sums
- * add DB_ROWS rows at a time in float (vectorised 8 wide), each partial sum then into double. */
-#define DB_ROWS 64
+ * dx and db may be NULL (the input needs no gradient; the layer has no bias). */
 void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                         const float *w, int N, int C, int OC) {
     if (dx) gl_sgemm(0, 1, N, C, OC, 1.0f, dout, OC, w, OC, 1.0f, dx, C);
@@ -294,15 +292,10 @@ void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, cons
     for (int cb = 0; cb < nblk; cb++) {
         int c0 = cb * COL_BLOCK, nc = imin(COL_BLOCK, OC - c0);
         double acc[COL_BLOCK];
-        float part[COL_BLOCK];
         for (int c = 0; c < nc; c++) acc[c] = 0.0;
-        for (int n0 = 0; n0 < N; n0 += DB_ROWS) {
-            for (int c = 0; c < nc; c++) part[c] = 0.0f;
-            for (int n = n0; n < imin(N, n0 + DB_ROWS); n++) {
-                const float *restrict d = dout + (size_t)n * OC + c0;
-                for (int c = 0; c < nc; c++) part[c] += d[c];
-            }
-            for (int c = 0; c < nc; c++) acc[c] += part[c];
+        for (int n = 0; n < N; n++) {
+            const float *restrict d = dout + (size_t)n * OC + c0;
+            for (int c = 0; c < nc; c++) acc[c] += (double)d[c];
         }
         for (int c = 0; c < nc; c++) db[c0 + c] += (float)acc[c];
     }
