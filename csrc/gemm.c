@@ -21,7 +21,10 @@
  * Threads (OpenMP) take packing groups and work items dynamically, so a thread that loses
  * its core to another process does not hold the others up. Each C tile is computed by one
  * thread per KC step, summing k in the same order whoever computes it, so results are bitwise
- * reproducible, and even independent of the thread count.
+ * reproducible, and even independent of the thread count. Short products (packed A and B
+ * under 2M floats) skip the team barriers between those loops: gemm_whole packs every KC
+ * step at once and flags each packed group, and a work item waits only for the groups it
+ * reads -- same tiles, same order, same bits.
  *
  * Instruction sets, chosen at run time: AVX-512 (12x32 tile), AVX2+FMA (6x16 tile), and a
  * portable C kernel (4x8 tile) that compiles anywhere, aarch64 included. Products under 32^3
