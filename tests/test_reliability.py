@@ -504,3 +504,27 @@ def test_generate_with_a_huge_top_k_keeps_every_token():
     idx = np.zeros((2, 1), np.int64)
     a = m.generate(idx, 5, top_k=2**40, seed=3)
     np.testing.assert_array_equal(a, m.generate(idx, 5, seed=3))
+
+
+def _wait_settings_after_import(**env) -> dict:
+    """The OpenMP wait variables a child process sees after `import gptlab`, with the three
+    of them removed from its environment and then `env` added."""
+    code = ("import os, json, gptlab; print(json.dumps({k: os.environ.get(k) for k in "
+            "('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME')}))")
+    base = {k: v for k, v in child_env().items()
+            if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    out = subprocess.run([sys.executable, "-c", code], env=dict(base, **env),
+                         capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_openmp_threads_spin_briefly_then_sleep_unless_the_user_chose():
+    """gptlab's default (docs/benchmarks.md, "Default wait policy"): spin ~20 us, then sleep
+    (GOMP_SPINCOUNT=1000; KMP_BLOCKTIME=0 for LLVM's libomp), set before the C core loads
+    OpenMP; any wait setting of the user's own is left alone."""
+    assert _wait_settings_after_import() == {
+        "OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "0"}
+    assert _wait_settings_after_import(OMP_WAIT_POLICY="active") == {
+        "OMP_WAIT_POLICY": "active", "GOMP_SPINCOUNT": None, "KMP_BLOCKTIME": None}
+    assert _wait_settings_after_import(GOMP_SPINCOUNT="30000")["GOMP_SPINCOUNT"] == "30000"
+    assert _wait_settings_after_import(KMP_BLOCKTIME="5")["GOMP_SPINCOUNT"] is None
