@@ -749,6 +749,10 @@ static void sgemm_small(const gemm_job *g) {
  * CPUs, and AMD ones ran the SSE2 baseline (gpt-mini B=8 decoding 1.41 -> 1.19-1.35 s). */
 #define SKINNY_M 8
 #define SKINNY_COLS 256
+/* A skinny product streams B (K x N) once and does little with each float, so it is threaded
+ * by the size of B, not by its multiply-adds: from 128K floats (512 KB, ~50 us to stream on
+ * one core) a second thread's share of the memory traffic pays for waking it. */
+#define SKINNY_FLOATS_PER_RUN (128.0 * 1024)
 
 #if defined(__x86_64__) && defined(__gnu_linux__) && defined(__GNUC__) && !defined(__clang__) \
     && !defined(__SANITIZE_ADDRESS__)
@@ -799,13 +803,24 @@ GL_CLONES static void skinny_nt(const gemm_job *g, int j0, int j1) {
     }
 }
 
+/* Each thread takes an equal share of the columns (a multiple of 16, so vectors stay whole),
+ * walked in blocks of at most SKINNY_COLS. Equal shares matter: N = 1152 (a qkv product) in
+ * fixed blocks of 256 split 3:2 between two threads. */
 static void sgemm_skinny(const gemm_job *g, int nth) {
-    const int nblocks = (g->N + SKINNY_COLS - 1) / SKINNY_COLS;
-#pragma omp parallel for schedule(static) num_threads(nth) if (nth > 1)
-    for (int blk = 0; blk < nblocks; blk++) {
-        const int j0 = blk * SKINNY_COLS, j1 = min_int(g->N, j0 + SKINNY_COLS);
-        if (g->transB) skinny_nt(g, j0, j1);
-        else skinny_nn(g, j0, j1);
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+        const int t = 0, team = 1;
+#endif
+        const int share = ceil_div(ceil_div(g->N, team), 16) * 16;
+        const int c0 = min_int(g->N, t * share), c1 = min_int(g->N, c0 + share);
+        for (int j0 = c0; j0 < c1; j0 += SKINNY_COLS) {
+            const int j1 = min_int(c1, j0 + SKINNY_COLS);
+            if (g->transB) skinny_nt(g, j0, j1);
+            else skinny_nn(g, j0, j1);
+        }
     }
 }
 
@@ -825,7 +840,8 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
         strcmp(d->name, "portable") != 0) {
         int nth = 1;
 #ifdef _OPENMP
-        if (!omp_in_parallel() && work >= 2.0 * WORK_PER_THREAD) nth = omp_get_max_threads();
+        if (!omp_in_parallel() && (double)N * g.K >= SKINNY_FLOATS_PER_RUN)
+            nth = omp_get_max_threads();
 #endif
         sgemm_skinny(&g, nth);
         return;

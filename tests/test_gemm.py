@@ -147,8 +147,10 @@ def test_sgemm_training_shapes_large_enough_to_thread(isa):
 
 def test_sgemm_is_bitwise_reproducible_and_independent_of_thread_count(isa, threads):
     rng = np.random.default_rng(5)
+    # the last two are skinny (decode-step) products: M <= 8, columns split between threads
     for ta, tb, (M, N, K) in [(0, 0, (300, 200, 600)), (0, 1, (40, 500, 300)),
-                              (1, 0, (97, 300, 513))]:
+                              (1, 0, (97, 300, 513)), (0, 0, (8, 1153, 384)),
+                              (0, 1, (1, 2001, 1100))]:
         A, B = _operands(rng, M, N, K, ta, tb)
         results = []
         for n in (1, 2, 2, 3):
