@@ -24,6 +24,11 @@ import gptlab as gl  # noqa: E402
 SHAPES = {"small": (16, 128), "gpt-mini": (8, 256)}
 
 
+def wait_settings() -> str:
+    """The OpenMP wait variables in force (gptlab sets GOMP_SPINCOUNT unless the user did)."""
+    return " ".join(f"{k}={os.environ.get(k)}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
+
+
 def main(steps: int = 15, warmup: int = 3) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scaling", action="store_true", help="1 thread against 2, alternating")
@@ -56,8 +61,7 @@ def main(steps: int = 15, warmup: int = 3) -> None:
         med = {n: float(np.median(t)) * 1e3 for n, t in times.items()}
         print(f"{args.preset} B={B} T={T}: 1 thread {med[1]:.1f} ms, 2 threads {med[2]:.1f} ms "
               f"per step (medians of {len(times[1])}): scaling {med[1] / med[2]:.2f}x "
-              f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} "
-              f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')})")
+              f"({wait_settings()})")
         return
     for _ in range(warmup):
         step()
@@ -66,8 +70,7 @@ def main(steps: int = 15, warmup: int = 3) -> None:
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} "
-          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')} threads={gl.get_num_threads()}: "
+    print(f"{wait_settings()} threads={gl.get_num_threads()}: "
           f"{np.median(times) * 1e3:.1f} ms per step (median of {steps})")
 
 

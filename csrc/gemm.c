@@ -644,17 +644,23 @@ static void gemm_loops(const gemm_job *g, int nth) {
 #define WHOLE_FLOATS (2 << 20)
 #define WHOLE_UNITS 4096
 
-/* Layout of the packed operands: KC slice s of A at apack + s * (mt MR KC), of B at
- * bpack + s * (np NR KC); within a slice, micro-panels of kc (the slice's depth) floats. */
+/* Layout of the packed operands: KC slice s of A at apack + s * astride, of B at
+ * bpack + s * bstride; within a slice, micro-panels of kc (the slice's depth) floats. Each
+ * slice has nga A groups then ngb B groups of PACK_GROUP micro-panels: `units` in all. */
 typedef struct {
-    int mt, np, nslices, nga, ngb;
+    int mt, np, nslices, nga, ngb, units;
+    size_t astride, bstride;
 } whole_plan;
 
 static whole_plan plan_whole(const gemm_job *g) {
     const isa_desc *d = g->d;
-    whole_plan w = {ceil_div(g->M, d->mr), ceil_div(g->N, d->nr), ceil_div(g->K, d->kc), 0, 0};
+    whole_plan w = {.mt = ceil_div(g->M, d->mr), .np = ceil_div(g->N, d->nr),
+                    .nslices = ceil_div(g->K, d->kc)};
     w.nga = ceil_div(w.mt, PACK_GROUP);
     w.ngb = ceil_div(w.np, PACK_GROUP);
+    w.units = w.nslices * (w.nga + w.ngb);
+    w.astride = (size_t)w.mt * d->mr * d->kc;
+    w.bstride = (size_t)w.np * d->nr * d->kc;
     return w;
 }
 
@@ -672,17 +678,17 @@ static void gemm_whole(const gemm_job *g, int nth) {
     const int per_slice = w.nga + w.ngb;
     /* packing units, slice by slice: A groups, then B groups, of PACK_GROUP micro-panels */
 #pragma omp for schedule(dynamic, 1) nowait
-    for (int u = 0; u < w.nslices * per_slice; u++) {
+    for (int u = 0; u < w.units; u++) {
         const int s = u / per_slice, t = u % per_slice;
         const int pc = s * d->kc, kc = min_int(d->kc, K - pc);
         if (t < w.nga) {
             const int t0 = t * PACK_GROUP, n = min_int(PACK_GROUP, w.mt - t0);
-            pack_panels(g, 0, g->apack + (size_t)s * w.mt * MR * d->kc + (size_t)t0 * MR * kc,
-                        pc, kc, t0 * MR, n);
+            pack_panels(g, 0, g->apack + s * w.astride + (size_t)t0 * MR * kc, pc, kc, t0 * MR,
+                        n);
         } else {
             const int p0 = (t - w.nga) * PACK_GROUP, n = min_int(PACK_GROUP, w.np - p0);
-            pack_panels(g, 1, g->bpack + (size_t)s * w.np * NR * d->kc + (size_t)p0 * NR * kc,
-                        pc, kc, p0 * NR, n);
+            pack_panels(g, 1, g->bpack + s * w.bstride + (size_t)p0 * NR * kc, pc, kc, p0 * NR,
+                        n);
         }
         atomic_store_explicit(&g->ready[u], 1, memory_order_release);
     }
@@ -701,8 +707,7 @@ static void gemm_whole(const gemm_job *g, int nth) {
                 wait_packed(g, s * per_slice + t);
             for (int t = p0 / PACK_GROUP; t <= (p1 - 1) / PACK_GROUP; t++)
                 wait_packed(g, s * per_slice + w.nga + t);
-            const float *as = g->apack + (size_t)s * w.mt * MR * d->kc;
-            const float *bs = g->bpack + (size_t)s * w.np * NR * d->kc;
+            const float *as = g->apack + s * w.astride, *bs = g->bpack + s * w.bstride;
             for (int p = p0; p < p1; p++)
                 for (int r = r0; r < r1; r++)
                     tile(g, as + (size_t)r * MR * kc, bs + (size_t)p * NR * kc, kc, r * MR,
@@ -857,13 +862,12 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
     int whole = 0;
     if (g.K > 0 && work >= SMALL_WORK) {
         const whole_plan w = plan_whole(&g);
-        const size_t asz = (size_t)w.nslices * d->kc * w.mt * d->mr;
-        const size_t bsz = (size_t)w.nslices * d->kc * w.np * d->nr;
-        whole = nth > 1 && asz + bsz <= WHOLE_FLOATS && w.nslices * (w.nga + w.ngb) <= WHOLE_UNITS;
+        const size_t asz = w.nslices * w.astride, bsz = w.nslices * w.bstride;
+        whole = nth > 1 && asz + bsz <= WHOLE_FLOATS && w.units <= WHOLE_UNITS;
         if (whole) {
             g.apack = thread_buffer(0, asz);
             g.bpack = thread_buffer(1, bsz);
-            for (int u = 0; u < w.nslices * (w.nga + w.ngb); u++) atomic_init(&ready[u], 0);
+            for (int u = 0; u < w.units; u++) atomic_init(&ready[u], 0);
             g.ready = ready;
         } else {
             const int kc = min_int(d->kc, g.K);

@@ -26,6 +26,10 @@
 void gl_set_num_threads(int n);
 int gl_get_num_threads(void);
 
+/* Below this many floats touched, a kernel's loop runs on one thread: waking a second thread
+ * (tens of microseconds) costs more than it saves. Shared by every file's `omp parallel if`. */
+#define GL_PAR_MIN 32768
+
 /* ==== gemm.c: matrix multiplication ===================================================== */
 
 /* C = alpha * op(A) @ op(B) + beta * C, row-major.

@@ -27,8 +27,6 @@
 
 /* Columns per block when a reduction over rows is split by columns between threads. */
 #define COL_BLOCK 64
-/* Below this many elements an elementwise kernel runs on one thread. */
-#define PAR_MIN 32768
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
@@ -121,7 +119,6 @@ GL_INLINE float exp_f(float x0) {
     return x0 < -87.3f ? 0.0f : exp_poly(x);
 }
 
-
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
 /* ---- embedding -------------------------------------------------------------------------- */
@@ -130,7 +127,7 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
 void gl_embedding_forward(float *out, const int32_t *idx, const float *wte, const float *wpe,
                           int B, int T, int C) {
     ptrdiff_t BT = (ptrdiff_t)B * T;
-#pragma omp parallel for schedule(static) if ((size_t)BT * C >= PAR_MIN)
+#pragma omp parallel for schedule(static) if ((size_t)BT * C >= GL_PAR_MIN)
     for (ptrdiff_t bt = 0; bt < BT; bt++) {
         float *restrict o = out + (size_t)bt * C;
         const float *restrict e = wte + (size_t)idx[bt] * C;
@@ -175,7 +172,7 @@ void gl_embedding_backward(float *dwte, float *dwpe, const float *dout, const in
  * accumulated in double, two passes, so float32 stays accurate even for large C or an offset. */
 void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
                           const float *b, int N, int C) {
-#pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= GL_PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *restrict xr = x + (size_t)n * C;
         float *restrict o = out + (size_t)n * C;
@@ -273,7 +270,7 @@ void gl_matmul_forward(float *out, const float *x, const float *w, const float *
     if (N <= 0 || OC <= 0) return;
     float beta = 0.0f;
     if (b) {
-#pragma omp parallel for schedule(static) if ((size_t)N * OC >= PAR_MIN)
+#pragma omp parallel for schedule(static) if ((size_t)N * OC >= GL_PAR_MIN)
         for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, b, sizeof(float) * (size_t)OC);
         beta = 1.0f;
     }
@@ -396,7 +393,6 @@ GL_INLINE void mm_block(float *restrict c, size_t ldc, const float *restrict a, 
     mm_edge(c, ldc, a, lai, lar, b, ldb, mr, NR, n, load);
 }
 #endif
-
 
 /* C (mr, nc) (+)= A (mr, n) B (n, nc) for mr <= MR rows, in register blocks of NR columns
  * (MR or 4 rows, the rest through mm_edge); C rows are ldc apart, B rows ldb apart,
@@ -839,7 +835,7 @@ void gl_gelu_forward(float *out, const float *x, size_t N) {
     if (use_avx2()) fn = gelu_forward_avx2;
 #endif
     const ptrdiff_t nchunks = (ptrdiff_t)((N + GELU_CHUNK - 1) / GELU_CHUNK);
-#pragma omp parallel for schedule(static) if (N >= PAR_MIN)
+#pragma omp parallel for schedule(static) if (N >= GL_PAR_MIN)
     for (ptrdiff_t c = 0; c < nchunks; c++) {
         const size_t i0 = (size_t)c * GELU_CHUNK;
         fn(out + i0, x + i0, N - i0 < GELU_CHUNK ? N - i0 : GELU_CHUNK);
@@ -853,7 +849,7 @@ void gl_gelu_backward(float *dx, const float *x, const float *dout, size_t N) {
     if (use_avx2()) fn = gelu_backward_avx2;
 #endif
     const ptrdiff_t nchunks = (ptrdiff_t)((N + GELU_CHUNK - 1) / GELU_CHUNK);
-#pragma omp parallel for schedule(static) if (N >= PAR_MIN)
+#pragma omp parallel for schedule(static) if (N >= GL_PAR_MIN)
     for (ptrdiff_t c = 0; c < nchunks; c++) {
         const size_t i0 = (size_t)c * GELU_CHUNK;
         fn(dx + i0, x + i0, dout + i0, N - i0 < GELU_CHUNK ? N - i0 : GELU_CHUNK);
@@ -864,13 +860,13 @@ void gl_gelu_backward(float *dx, const float *x, const float *dout, size_t N) {
 
 /* out = a + b, (N) each. */
 void gl_residual_forward(float *out, const float *a, const float *b, size_t N) {
-#pragma omp parallel for schedule(static) if (N >= PAR_MIN)
+#pragma omp parallel for schedule(static) if (N >= GL_PAR_MIN)
     for (size_t i = 0; i < N; i++) out[i] = a[i] + b[i];
 }
 
 /* da += dout; db += dout. */
 void gl_residual_backward(float *da, float *db, const float *dout, size_t N) {
-#pragma omp parallel for schedule(static) if (N >= PAR_MIN)
+#pragma omp parallel for schedule(static) if (N >= GL_PAR_MIN)
     for (size_t i = 0; i < N; i++) {
         da[i] += dout[i];
         db[i] += dout[i];

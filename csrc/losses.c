@@ -21,8 +21,6 @@
 /* Rows of a (N, V) softmax handled per parallel region in the cross-entropy forward pass;
  * their losses are summed serially afterwards, in row order. */
 #define CE_BLOCK 256
-/* Below this many logits a kernel runs on one thread (a parallel region costs microseconds). */
-#define PAR_MIN (1 << 15)
 
 /* ---- row kernels over the vocabulary (portable C, and an AVX2 build of the same code) --- */
 
@@ -261,7 +259,7 @@ float gl_crossentropy_forward(float *losses, const float *logits, const int32_t 
     float rowloss[CE_BLOCK];
     for (int n0 = 0; n0 < N; n0 += CE_BLOCK) {
         int nb = N - n0 < CE_BLOCK ? N - n0 : CE_BLOCK;
-#pragma omp parallel for schedule(static) if ((size_t)nb * V >= PAR_MIN)
+#pragma omp parallel for schedule(static) if ((size_t)nb * V >= GL_PAR_MIN)
         for (int i = 0; i < nb; i++) {
             int n = n0 + i;
             int skip = mask && mask[n] == 0.0f;
@@ -284,7 +282,7 @@ void gl_crossentropy_backward(float *dlogits, const float *logits, const int32_t
     const row_ops *ops = active_ops();
     long count = mask_count(mask, N);
     float g = count ? (float)((double)dloss / count) : 0.0f; /* weight of one selected row */
-#pragma omp parallel for schedule(static) if ((size_t)N * V >= PAR_MIN)
+#pragma omp parallel for schedule(static) if ((size_t)N * V >= GL_PAR_MIN)
     for (int n = 0; n < N; n++) {
         float *dx = dlogits + (size_t)n * V;
         if (count == 0 || (mask && mask[n] == 0.0f)) {
@@ -301,7 +299,7 @@ void gl_logprobs_forward(float *logp, float *entropy, const float *logits,
                          const int32_t *targets, float temperature, int N, int V) {
     const row_ops *ops = active_ops();
     float inv_t = 1.0f / temperature;
-#pragma omp parallel for schedule(static) if ((size_t)N * V >= PAR_MIN)
+#pragma omp parallel for schedule(static) if ((size_t)N * V >= GL_PAR_MIN)
     for (int n = 0; n < N; n++) {
         float h;
         ops->lp_forward(&logp[n], &h, logits + (size_t)n * V, targets[n], inv_t, V);
@@ -314,7 +312,7 @@ void gl_logprobs_backward(float *dlogits, const float *logits, const int32_t *ta
                           int V) {
     const row_ops *ops = active_ops();
     float inv_t = 1.0f / temperature;
-#pragma omp parallel for schedule(static) if ((size_t)N * V >= PAR_MIN)
+#pragma omp parallel for schedule(static) if ((size_t)N * V >= GL_PAR_MIN)
     for (int n = 0; n < N; n++) {
         ops->lp_backward(dlogits + (size_t)n * V, logits + (size_t)n * V, targets[n], dlogp[n],
                          dentropy ? dentropy[n] : 0.0f, inv_t, V);

@@ -463,18 +463,14 @@ static float *kv_at(const gl_model *m, const kv_state *s, float *c, int l, int b
     return c + (((size_t)l * s->B + b) * s->Tmax + t) * C;
 }
 
-/* Work (floats touched) under which a decode-step loop runs on one thread: waking a second
- * thread costs tens of microseconds, more than the whole loop at small B and T. */
-#define DECODE_PAR_MIN 32768
-
 /* Attention of one new query per row over the cached keys/values 0..pos[b]:
  * qkv (B,3C) of the new tokens (their k, v already cached); out (B,C). */
 static void attention_decode(const gl_model *m, const kv_state *s, int l, const int *pos) {
     const int C = m->cfg.n_embd, NH = m->cfg.n_head, hs = C / NH, B = s->B;
     const float scale = 1.0f / sqrtf((float)hs);
-    size_t work = 0; /* cached floats read: below ~32K the threads cost more than they save */
+    size_t work = 0; /* cached floats read: at small B and T one thread is quicker */
     for (int b = 0; b < B; b++) work += 2 * (size_t)(pos[b] + 1) * C;
-#pragma omp parallel for schedule(static) if (work >= DECODE_PAR_MIN)
+#pragma omp parallel for schedule(static) if (work >= GL_PAR_MIN)
     for (int bh = 0; bh < B * NH; bh++) {
         const int b = bh / NH, h = bh % NH, n = pos[b] + 1;
         const float *q = s->qkv + (size_t)b * 3 * C + h * hs;

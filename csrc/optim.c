@@ -8,8 +8,6 @@
 #include <omp.h>
 #endif
 
-/* Below this many elements an update runs on one thread. */
-#define PAR_MIN (1 << 15)
 /* gl_sumsq keeps one partial sum per thread on the stack; more threads than this are not used. */
 #define MAX_THREADS 256
 
@@ -24,7 +22,7 @@ void gl_adamw_update(float *p, float *m, float *v, const float *g, float lr, flo
     float decay = (float)(1.0 - (double)lr * weight_decay);
     float a1 = 1.0f - beta1, a2 = 1.0f - beta2;
     long long N = (long long)n;
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+#pragma omp parallel for schedule(static) if (n >= GL_PAR_MIN)
     for (long long i = 0; i < N; i++) {
         float gi = g[i];
         float mi = beta1 * m[i] + a1 * gi;
@@ -42,7 +40,7 @@ double gl_sumsq(const float *x, size_t n) {
 #ifdef _OPENMP
     nt = omp_get_max_threads();
     if (nt > MAX_THREADS) nt = MAX_THREADS;
-    if (n < PAR_MIN) nt = 1;
+    if (n < GL_PAR_MIN) nt = 1;
 #else
     (void)nt;
 #endif
@@ -72,7 +70,7 @@ double gl_sumsq(const float *x, size_t n) {
 
 void gl_scale(float *x, float s, size_t n) {
     long long N = (long long)n;
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+#pragma omp parallel for schedule(static) if (n >= GL_PAR_MIN)
     for (long long i = 0; i < N; i++) x[i] *= s;
 }
 
