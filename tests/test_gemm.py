@@ -85,6 +85,7 @@ SHAPES = [
     (5, 15, 31), (13, 33, 257), (6, 16, 256), (12, 32, 192), (25, 47, 193),
     (145, 31, 400), (241, 9, 800), (3, 4100, 5), (70, 130, 770),
     (48, 64, 385), (96, 160, 771),  # whole groups of 8 micro-panels: the packers' fast paths
+    (96, 256, 513), (192, 512, 300),  # the same for the AVX-512 tile (12 x 32)
 ]
 
 
@@ -143,6 +144,36 @@ def test_sgemm_training_shapes_large_enough_to_thread(isa):
     _check(0, 0, x, w, np.zeros((BT, OC), np.float32), 1.0, 0.0)           # y = x @ w
     _check(0, 1, dy, w, rng.standard_normal((BT, C_in)).astype(np.float32), 1.0, 1.0)  # dx
     _check(1, 0, x, dy, rng.standard_normal((C_in, OC)).astype(np.float32), 1.0, 1.0)  # dw
+
+
+def _at_offset(a: np.ndarray, offset: int) -> np.ndarray:
+    """A C-contiguous copy of a that starts `offset` floats past a 64-byte boundary."""
+    buf = np.empty(a.size + 32, np.float32)
+    start = (-(buf.ctypes.data // 4) % 16 + offset) % 16
+    out = buf[start:start + a.size].reshape(a.shape)
+    out[...] = a
+    assert (out.ctypes.data // 4) % 16 == offset
+    return out
+
+
+@pytest.mark.parametrize("ta,tb", [(0, 0), (0, 1), (1, 0)])
+def test_sgemm_result_does_not_depend_on_operand_alignment(isa, ta, tb):
+    """A C row of a full tile (32 floats on the AVX-512 path) spans three cache lines unless C
+    starts on one, and the packers read A and B at any offset: every offset from a 64-byte
+    boundary gives the same bits, and right ones (beta 0 and 1, so C is read and written)."""
+    rng = np.random.default_rng(23)
+    M, N, K = 100, 200, 300
+    A, B = _operands(rng, M, N, K, ta, tb)
+    C0 = rng.standard_normal((M, N)).astype(np.float32)
+    first = None
+    for offset in (0, 1, 4, 8, 12, 15):
+        a, b, c = _at_offset(A, offset), _at_offset(B, (offset * 7) % 16), _at_offset(C0, offset)
+        _core.sgemm(ta, tb, a, b, c, 0.5, 1.0)
+        ref, tol = _reference(ta, tb, A, B, C0, 0.5, 1.0)
+        assert np.all(np.abs(c - ref) <= tol), offset
+        if first is None:
+            first = c.copy()
+        np.testing.assert_array_equal(c, first)
 
 
 def test_sgemm_is_bitwise_reproducible_and_independent_of_thread_count(isa, threads):
