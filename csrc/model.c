@@ -129,6 +129,13 @@ static void layout_params(gl_model *m) {
     m->num_params = off;
 }
 
+/* n floats, 64-byte aligned (a cache line, and one AVX-512 vector): GEMM tiles whose rows start
+ * on a line boundary are read and written without split accesses (malloc gives 16 bytes). */
+static float *alloc_floats(size_t n) {
+    const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+    return aligned_alloc(64, bytes ? bytes : 64);
+}
+
 static block_ptrs block_tensors(const gl_model *m, float *base, int l) {
     const size_t *o = &m->block_off[l * 12];
     block_ptrs p = {base + o[0], base + o[1], base + o[2],  base + o[3],
@@ -147,9 +154,11 @@ gl_model *gl_model_new(const gl_config *cfg) {
     m->blocks = calloc((size_t)cfg->n_layer, sizeof *m->blocks);
     if (!m->tensors || !m->block_off || !m->blocks) goto fail;
     layout_params(m);
-    m->params = calloc(m->num_params, sizeof(float));
-    m->grads = calloc(m->num_params, sizeof(float));
+    m->params = alloc_floats(m->num_params);
+    m->grads = alloc_floats(m->num_params);
     if (!m->params || !m->grads) goto fail;
+    memset(m->params, 0, m->num_params * sizeof(float));
+    memset(m->grads, 0, m->num_params * sizeof(float));
     return m;
 fail:
     gl_model_free(m);
@@ -223,7 +232,9 @@ int gl_model_reserve(gl_model *m, int B, int T) {
     const size_t NH = m->cfg.n_head;
     /* per token: encoded C, blocks, lnf C+2, logits V, scratch C, backward 4C + 3C + 8C */
     size_t per_tok = C + L * ACT_FLOATS_PER_BLOCK(C, NH) + (C + 2) + V + C + 4 * C + 3 * C + 8 * C;
-    float *act = malloc(N * per_tok * sizeof(float));
+    /* every array starts on a 64-byte line: up to 15 floats of padding after each of them */
+    const size_t arrays = 13 * L + 13;
+    float *act = alloc_floats(N * per_tok + 16 * arrays);
     int32_t *idx = malloc(N * sizeof(int32_t));
     if (!act || !idx) {
         free(act);
@@ -236,7 +247,7 @@ int gl_model_reserve(gl_model *m, int B, int T) {
     m->idx = idx;
     m->cap_tokens = N;
     float *p = act;
-#define TAKE(n) (p += (n), p - (n))
+#define TAKE(n) (p += ((n) + 15) / 16 * 16, p - ((n) + 15) / 16 * 16)
     m->encoded = TAKE(N * C);
     for (size_t l = 0; l < L; l++) {
         block_acts *a = &m->blocks[l];
