@@ -36,24 +36,31 @@
 #define GL_INLINE static inline
 #endif
 
-/* The hot kernels (attention, GELU) also exist compiled for AVX2 (x86 with GCC or Clang). */
+/* The hot kernels (attention, GELU, layernorm) also exist compiled for AVX2 and for AVX-512
+ * (x86 with GCC or Clang). */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define GL_X86 1
 #define GL_AVX2 __attribute__((target("avx2,fma")))
+#define GL_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")))
 #else
 #define GL_X86 0
 #endif
 
-/* 1 when the AVX2 versions may run: the CPU has AVX2 and FMA, and gl_sgemm has not been forced
- * onto its portable path (gl_gemm_set_isa("portable") switches the whole core, so the tests
- * can check both paths). */
-static int use_avx2(void) {
+/* Which build of the hot kernels runs: 2 (AVX-512) or 1 (AVX2) when the CPU has it and
+ * gl_sgemm runs that path too, else 0 (portable). gl_gemm_set_isa switches the whole core, so
+ * the tests can check every path against the portable one. */
+static int simd_level(void) {
 #if GL_X86
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           strcmp(gl_gemm_isa(), "portable") != 0;
-#else
-    return 0;
+    const char *isa = gl_gemm_isa();
+    if (strcmp(isa, "avx512") == 0 && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl"))
+        return 2;
+    if (strcmp(isa, "portable") != 0 && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma"))
+        return 1;
 #endif
+    return 0;
 }
 
 /* a . b in float with 8 independent partial sums (vectorizable, fixed order). */
@@ -121,6 +128,15 @@ GL_INLINE float exp_f(float x0) {
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
+#if defined(__GNUC__)
+/* Vectors of 16, 8 and 4 floats and 4 doubles (GCC/Clang), for loops the compiler would not
+ * vectorise on its own; elementwise, so they do what the scalar loops they replace do. */
+typedef float v16f __attribute__((vector_size(64), aligned(4), may_alias));
+typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float v4f __attribute__((vector_size(16), aligned(4), may_alias));
+typedef double v4d __attribute__((vector_size(32)));
+#endif
+
 /* ---- embedding -------------------------------------------------------------------------- */
 
 /* out[b,t,:] = wte[idx[b,t],:] + wpe[t,:]. idx: (B,T); wte: (V,C); wpe: (maxT,C); out: (B,T,C). */
@@ -167,39 +183,188 @@ void gl_embedding_backward(float *dwte, float *dwpe, const float *dout, const in
 
 #define LN_EPS 1e-5
 
-/* For each row n of x (N,C): mean = sum x / C, var = sum (x - mean)^2 / C (biased, as
- * PyTorch), rstd = 1/sqrt(var + eps); out = (x - mean) * rstd * w + b. The statistics are
- * accumulated in double, two passes, so float32 stays accurate even for large C or an offset. */
-void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
-                          const float *b, int N, int C) {
-#pragma omp parallel for schedule(static) if ((size_t)N * C >= GL_PAR_MIN)
-    for (int n = 0; n < N; n++) {
+/* sum_i x_i (squares = 0) or sum_i (x_i - m)^2 (squares = 1) of x (n) in double: four
+ * partial sums, lane j taking i = j mod 4, added as (0 + 2) + (1 + 3), then the tail. Written
+ * with vector types where the compiler has them (it does not vectorise the plain loop); the
+ * same operations in the same order either way. */
+GL_INLINE double sum_sq_dev(const float *restrict x, int n, double m, int squares) {
+    int i = 0;
+    double s;
+#if defined(__GNUC__)
+    v4d acc = {0, 0, 0, 0};
+    for (; i + 4 <= n; i += 4) {
+        v4d d = __builtin_convertvector(*(const v4f *)(x + i), v4d);
+        if (squares) {
+            d = d - m;
+            d = d * d;
+        }
+        acc += d;
+    }
+    s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+#else
+    double acc[4] = {0, 0, 0, 0};
+    for (; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; j++) {
+            double d = (double)x[i + j];
+            if (squares) {
+                d = d - m;
+                d = d * d;
+            }
+            acc[j] += d;
+        }
+    s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+#endif
+    for (; i < n; i++) {
+        double d = (double)x[i];
+        if (squares) {
+            d = d - m;
+            d = d * d;
+        }
+        s += d;
+    }
+    return s;
+}
+
+/* Rows [n0, n1) of gl_layernorm_forward. */
+GL_INLINE void layernorm_forward_rows(float *restrict out, float *restrict mean,
+                                      float *restrict rstd, const float *restrict x,
+                                      const float *restrict w, const float *restrict b, int n0,
+                                      int n1, int C) {
+    for (int n = n0; n < n1; n++) {
         const float *restrict xr = x + (size_t)n * C;
         float *restrict o = out + (size_t)n * C;
-        double acc[4] = {0, 0, 0, 0};
-        int i = 0;
-        for (; i + 4 <= C; i += 4)
-            for (int j = 0; j < 4; j++) acc[j] += (double)xr[i + j];
-        double s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
-        for (; i < C; i++) s += (double)xr[i];
-        double m = s / C;
-        double vacc[4] = {0, 0, 0, 0};
-        i = 0;
-        for (; i + 4 <= C; i += 4)
-            for (int j = 0; j < 4; j++) {
-                double d = (double)xr[i + j] - m;
-                vacc[j] += d * d;
-            }
-        double v = (vacc[0] + vacc[2]) + (vacc[1] + vacc[3]);
-        for (; i < C; i++) {
-            double d = (double)xr[i] - m;
-            v += d * d;
-        }
+        double m = sum_sq_dev(xr, C, 0.0, 0) / C, v = sum_sq_dev(xr, C, m, 1);
         float mf = (float)m, rs = (float)(1.0 / sqrt(v / C + LN_EPS));
         for (int c = 0; c < C; c++) o[c] = (xr[c] - mf) * rs * w[c] + b[c];
         mean[n] = mf;
         rstd[n] = rs;
     }
+}
+
+/* Rows [n0, n1) of dx in gl_layernorm_backward. */
+GL_INLINE void layernorm_backward_rows(float *restrict dx, const float *restrict dout,
+                                       const float *restrict x, const float *restrict w,
+                                       const float *restrict mean, const float *restrict rstd,
+                                       int n0, int n1, int C) {
+    for (int n = n0; n < n1; n++) {
+        const float *restrict xr = x + (size_t)n * C;
+        const float *restrict d = dout + (size_t)n * C;
+        float *restrict g = dx + (size_t)n * C;
+        float mf = mean[n], rs = rstd[n];
+        /* sg = sum_c g_c, sgn = sum_c g_c norm_c in double, four partial sums each */
+        int i = 0;
+        double sg, sgn;
+#if defined(__GNUC__)
+        v4d acc_g = {0, 0, 0, 0}, acc_gn = {0, 0, 0, 0};
+        for (; i + 4 <= C; i += 4) {
+            const v4f xv = *(const v4f *)(xr + i);
+            const v4d gi = __builtin_convertvector(*(const v4f *)(d + i), v4d) *
+                           __builtin_convertvector(*(const v4f *)(w + i), v4d);
+            acc_g += gi;
+            acc_gn += gi * __builtin_convertvector((xv - mf) * rs, v4d);
+        }
+#else
+        double acc_g[4] = {0, 0, 0, 0}, acc_gn[4] = {0, 0, 0, 0};
+        for (; i + 4 <= C; i += 4)
+            for (int j = 0; j < 4; j++) {
+                double gi = (double)d[i + j] * w[i + j];
+                acc_g[j] += gi;
+                acc_gn[j] += gi * ((xr[i + j] - mf) * rs);
+            }
+#endif
+        sg = (acc_g[0] + acc_g[2]) + (acc_g[1] + acc_g[3]);
+        sgn = (acc_gn[0] + acc_gn[2]) + (acc_gn[1] + acc_gn[3]);
+        for (; i < C; i++) {
+            double gi = (double)d[i] * w[i];
+            sg += gi;
+            sgn += gi * ((xr[i] - mf) * rs);
+        }
+        float mg = (float)(sg / C), mgn = (float)(sgn / C);
+        for (int c = 0; c < C; c++) {
+            float norm = (xr[c] - mf) * rs;
+            g[c] += rs * (d[c] * w[c] - mg - norm * mgn);
+        }
+    }
+}
+
+/* Columns [c0, c0 + nc) of dw, db in gl_layernorm_backward (nc <= COL_BLOCK): every row in
+ * order, in double. */
+GL_INLINE void layernorm_backward_cols(float *restrict dw, float *restrict db,
+                                       const float *restrict dout, const float *restrict x,
+                                       const float *restrict mean, const float *restrict rstd,
+                                       int N, int C, int c0, int nc) {
+    double aw[COL_BLOCK], ab[COL_BLOCK];
+    for (int c = 0; c < nc; c++) aw[c] = ab[c] = 0.0;
+    for (int n = 0; n < N; n++) {
+        const float *restrict xr = x + (size_t)n * C + c0;
+        const float *restrict d = dout + (size_t)n * C + c0;
+        float mf = mean[n], rs = rstd[n];
+        for (int c = 0; c < nc; c++) {
+            aw[c] += (double)d[c] * ((xr[c] - mf) * rs);
+            ab[c] += (double)d[c];
+        }
+    }
+    for (int c = 0; c < nc; c++) {
+        dw[c0 + c] += (float)aw[c];
+        db[c0 + c] += (float)ab[c];
+    }
+}
+
+/* The three layernorm pieces compiled for each instruction set (same arithmetic, same bits). */
+typedef struct {
+    void (*forward_rows)(float *, float *, float *, const float *, const float *, const float *,
+                         int, int, int);
+    void (*backward_rows)(float *, const float *, const float *, const float *, const float *,
+                          const float *, int, int, int);
+    void (*backward_cols)(float *, float *, const float *, const float *, const float *,
+                          const float *, int, int, int, int);
+} layernorm_ops;
+
+#define LAYERNORM_BUILD(suffix, attr)                                                           \
+    attr static void ln_fwd_##suffix(float *out, float *mean, float *rstd, const float *x,     \
+                                     const float *w, const float *b, int n0, int n1, int C) {  \
+        layernorm_forward_rows(out, mean, rstd, x, w, b, n0, n1, C);                           \
+    }                                                                                          \
+    attr static void ln_bwd_rows_##suffix(float *dx, const float *dout, const float *x,        \
+                                          const float *w, const float *mean,                   \
+                                          const float *rstd, int n0, int n1, int C) {          \
+        layernorm_backward_rows(dx, dout, x, w, mean, rstd, n0, n1, C);                        \
+    }                                                                                          \
+    attr static void ln_bwd_cols_##suffix(float *dw, float *db, const float *dout,             \
+                                          const float *x, const float *mean,                   \
+                                          const float *rstd, int N, int C, int c0, int nc) {   \
+        layernorm_backward_cols(dw, db, dout, x, mean, rstd, N, C, c0, nc);                    \
+    }                                                                                          \
+    static const layernorm_ops ln_ops_##suffix = {ln_fwd_##suffix, ln_bwd_rows_##suffix,       \
+                                                  ln_bwd_cols_##suffix};
+LAYERNORM_BUILD(portable, )
+#if GL_X86
+LAYERNORM_BUILD(avx2, GL_AVX2)
+LAYERNORM_BUILD(avx512, GL_AVX512)
+#endif
+
+static const layernorm_ops *layernorm_build(void) {
+#if GL_X86
+    const int level = simd_level();
+    if (level == 2) return &ln_ops_avx512;
+    if (level == 1) return &ln_ops_avx2;
+#endif
+    return &ln_ops_portable;
+}
+
+/* Rows per work item of the layernorm passes. */
+#define LN_ROWS 16
+
+/* For each row n of x (N,C): mean = sum x / C, var = sum (x - mean)^2 / C (biased, as
+ * PyTorch), rstd = 1/sqrt(var + eps); out = (x - mean) * rstd * w + b. The statistics are
+ * accumulated in double, two passes, so float32 stays accurate even for large C or an offset. */
+void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
+                          const float *b, int N, int C) {
+    const layernorm_ops *ops = layernorm_build();
+    const int items = (N + LN_ROWS - 1) / LN_ROWS;
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= GL_PAR_MIN)
+    for (int it = 0; it < items; it++)
+        ops->forward_rows(out, mean, rstd, x, w, b, it * LN_ROWS, imin(N, (it + 1) * LN_ROWS), C);
 }
 
 /* With norm = (x - mean) * rstd and g = dout * w (the gradient reaching norm):
@@ -208,56 +373,19 @@ void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, 
  * dx is computed row by row; dw, db by column blocks (rows summed in order, in double). */
 void gl_layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                            const float *w, const float *mean, const float *rstd, int N, int C) {
-    int nblk = (C + COL_BLOCK - 1) / COL_BLOCK;
+    const layernorm_ops *ops = layernorm_build();
+    const int items = (N + LN_ROWS - 1) / LN_ROWS, nblk = (C + COL_BLOCK - 1) / COL_BLOCK;
 #pragma omp parallel
     {
         /* dx (rows) and dw, db (columns) are independent: no barrier between them */
 #pragma omp for schedule(static) nowait
-        for (int n = 0; n < N; n++) {
-            const float *restrict xr = x + (size_t)n * C;
-            const float *restrict d = dout + (size_t)n * C;
-            float *restrict g = dx + (size_t)n * C;
-            float mf = mean[n], rs = rstd[n];
-            double acc_g[4] = {0, 0, 0, 0}, acc_gn[4] = {0, 0, 0, 0};
-            int i = 0;
-            for (; i + 4 <= C; i += 4)
-                for (int j = 0; j < 4; j++) {
-                    double gi = (double)d[i + j] * w[i + j];
-                    acc_g[j] += gi;
-                    acc_gn[j] += gi * ((xr[i + j] - mf) * rs);
-                }
-            double sg = (acc_g[0] + acc_g[2]) + (acc_g[1] + acc_g[3]);
-            double sgn = (acc_gn[0] + acc_gn[2]) + (acc_gn[1] + acc_gn[3]);
-            for (; i < C; i++) {
-                double gi = (double)d[i] * w[i];
-                sg += gi;
-                sgn += gi * ((xr[i] - mf) * rs);
-            }
-            float mg = (float)(sg / C), mgn = (float)(sgn / C);
-            for (int c = 0; c < C; c++) {
-                float norm = (xr[c] - mf) * rs;
-                g[c] += rs * (d[c] * w[c] - mg - norm * mgn);
-            }
-        }
+        for (int it = 0; it < items; it++)
+            ops->backward_rows(dx, dout, x, w, mean, rstd, it * LN_ROWS,
+                               imin(N, (it + 1) * LN_ROWS), C);
 #pragma omp for schedule(static)
-        for (int cb = 0; cb < nblk; cb++) {
-            int c0 = cb * COL_BLOCK, nc = imin(COL_BLOCK, C - c0);
-            double aw[COL_BLOCK], ab[COL_BLOCK];
-            for (int c = 0; c < nc; c++) aw[c] = ab[c] = 0.0;
-            for (int n = 0; n < N; n++) {
-                const float *restrict xr = x + (size_t)n * C + c0;
-                const float *restrict d = dout + (size_t)n * C + c0;
-                float mf = mean[n], rs = rstd[n];
-                for (int c = 0; c < nc; c++) {
-                    aw[c] += (double)d[c] * ((xr[c] - mf) * rs);
-                    ab[c] += (double)d[c];
-                }
-            }
-            for (int c = 0; c < nc; c++) {
-                dw[c0 + c] += (float)aw[c];
-                db[c0 + c] += (float)ab[c];
-            }
-        }
+        for (int cb = 0; cb < nblk; cb++)
+            ops->backward_cols(dw, db, dout, x, mean, rstd, N, C, cb * COL_BLOCK,
+                               imin(COL_BLOCK, C - cb * COL_BLOCK));
     }
 }
 
@@ -340,16 +468,25 @@ GL_INLINE void mm_edge(float *restrict c, size_t ldc, const float *restrict a, s
  *   C[i * ldc + c] = (load ? C[i * ldc + c] : 0) + sum_{r < n} A(i, r) B[r * ldb + c],
  * A(i, r) = a[i * lai + r * lar] (the strides read A as stored or transposed). Each output is
  * one chain of additions in r order, so both builds and mm_edge give the same bits. With
- * GCC/Clang the accumulators are vectors that stay in registers: in the AVX2 build (simd)
- * mr x 2 vectors of 8 floats, 12 of the 16 registers for mr = 6; in the portable build the
- * 16 columns in two halves of mr x 2 vectors of 4 (SSE2 and NEON registers). */
+ * GCC/Clang the accumulators are vectors that stay in registers: in the AVX-512 build
+ * (simd 2) one vector of 16 floats per row; in the AVX2 build (simd 1) mr x 2 vectors of 8
+ * floats, 12 of the 16 registers for mr = 6; in the portable build the 16 columns in two
+ * halves of mr x 2 vectors of 4 (SSE2 and NEON registers). */
 #if defined(__GNUC__)
-typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));
-typedef float v4f __attribute__((vector_size(16), aligned(4), may_alias));
 
 GL_INLINE void mm_block(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
                         size_t lar, const float *restrict b, size_t ldb, int n, int load,
                         const int mr, const int simd) {
+    if (simd == 2) {
+        v16f acc[MR];
+        for (int i = 0; i < mr; i++) acc[i] = load ? *(const v16f *)(c + i * ldc) : (v16f){0};
+        for (int r = 0; r < n; r++) {
+            const v16f b0 = *(const v16f *)(b + r * ldb);
+            for (int i = 0; i < mr; i++) acc[i] += a[i * lai + r * lar] * b0;
+        }
+        for (int i = 0; i < mr; i++) *(v16f *)(c + i * ldc) = acc[i];
+        return;
+    }
     if (simd) {
         v8f acc[MR][2];
         for (int i = 0; i < mr; i++)
@@ -718,10 +855,10 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
     }
 }
 
-/* The same tile and head kernels compiled twice: plain C (the compiler's baseline vectors)
- * and with AVX2 enabled (simd = 1: 8-float accumulators, 8 x 8 register transposes); the
- * arithmetic and its order are identical, only the vector width differs. use_avx2() picks one
- * per call. */
+/* The same tile and head kernels compiled three times: plain C (the compiler's baseline
+ * vectors), with AVX2 enabled (simd = 1: 8-float accumulators, 8 x 8 register transposes) and
+ * with AVX-512 (simd = 2: 16-float accumulators, 32 registers); the arithmetic and its order
+ * are identical, only the vector width differs. simd_level() picks one per call. */
 typedef void (*attn_tile_fn)(float *, float *, const float *, int, int, int, int, int, int, int);
 typedef void (*attn_head_fn)(float *, const float *, const float *, const float *,
                              const float *, int, int, int, int, int);
@@ -745,6 +882,15 @@ GL_AVX2 static void attn_head_avx2(float *dqkv, const float *dout, const float *
                                    int C, int NH) {
     attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH, 1);
 }
+GL_AVX512 static void attn_tile_avx512(float *out, float *lse, const float *qkv, int b, int h,
+                                       int t0, int nq, int T, int C, int NH) {
+    attention_forward_tile(out, lse, qkv, b, h, t0, nq, T, C, NH, 2);
+}
+GL_AVX512 static void attn_head_avx512(float *dqkv, const float *dout, const float *qkv,
+                                       const float *out, const float *lse, int b, int h, int T,
+                                       int C, int NH) {
+    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH, 2);
+}
 #endif
 
 /* Causal self-attention; qkv: (B,T,3C) rows [q | k | v]; out: (B,T,C); lse: (B,NH,T).
@@ -755,7 +901,9 @@ void gl_attention_forward(float *out, float *lse, const float *qkv, int B, int T
     if (B <= 0 || T <= 0) return;
     attn_tile_fn tile = attn_tile_portable;
 #if GL_X86
-    if (use_avx2()) tile = attn_tile_avx2;
+    const int level = simd_level();
+    if (level == 2) tile = attn_tile_avx512;
+    else if (level == 1) tile = attn_tile_avx2;
 #endif
     const int ntiles = (T + Q_TILE - 1) / Q_TILE;
     const ptrdiff_t items = (ptrdiff_t)B * NH * ntiles;
@@ -775,7 +923,9 @@ void gl_attention_backward(float *dqkv, const float *dout, const float *qkv, con
                            const float *lse, int B, int T, int C, int NH) {
     attn_head_fn head = attn_head_portable;
 #if GL_X86
-    if (use_avx2()) head = attn_head_avx2;
+    const int level = simd_level();
+    if (level == 2) head = attn_head_avx512;
+    else if (level == 1) head = attn_head_avx2;
 #endif
     const int pairs = B * NH;
 #pragma omp parallel for schedule(static)
@@ -826,13 +976,22 @@ GL_AVX2 static void gelu_forward_avx2(float *out, const float *x, size_t n) {
 GL_AVX2 static void gelu_backward_avx2(float *dx, const float *x, const float *dout, size_t n) {
     gelu_backward_body(dx, x, dout, n);
 }
+GL_AVX512 static void gelu_forward_avx512(float *out, const float *x, size_t n) {
+    gelu_forward_body(out, x, n);
+}
+GL_AVX512 static void gelu_backward_avx512(float *dx, const float *x, const float *dout,
+                                           size_t n) {
+    gelu_backward_body(dx, x, dout, n);
+}
 #endif
 
 /* out = gelu(x), (N) each; chunks of GELU_CHUNK elements in parallel. */
 void gl_gelu_forward(float *out, const float *x, size_t N) {
     void (*fn)(float *, const float *, size_t) = gelu_forward_portable;
 #if GL_X86
-    if (use_avx2()) fn = gelu_forward_avx2;
+    const int level = simd_level();
+    if (level == 2) fn = gelu_forward_avx512;
+    else if (level == 1) fn = gelu_forward_avx2;
 #endif
     const ptrdiff_t nchunks = (ptrdiff_t)((N + GELU_CHUNK - 1) / GELU_CHUNK);
 #pragma omp parallel for schedule(static) if (N >= GL_PAR_MIN)
@@ -846,7 +1005,9 @@ void gl_gelu_forward(float *out, const float *x, size_t N) {
 void gl_gelu_backward(float *dx, const float *x, const float *dout, size_t N) {
     void (*fn)(float *, const float *, const float *, size_t) = gelu_backward_portable;
 #if GL_X86
-    if (use_avx2()) fn = gelu_backward_avx2;
+    const int level = simd_level();
+    if (level == 2) fn = gelu_backward_avx512;
+    else if (level == 1) fn = gelu_backward_avx2;
 #endif
     const ptrdiff_t nchunks = (ptrdiff_t)((N + GELU_CHUNK - 1) / GELU_CHUNK);
 #pragma omp parallel for schedule(static) if (N >= GL_PAR_MIN)

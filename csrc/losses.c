@@ -11,7 +11,8 @@
  * Every reduction (a mean over tokens or prompts, a softmax's sum: eight float lanes flushed
  * into double every 512 terms) runs in a fixed order, so results do not depend on the number
  * of threads. The vocabulary-sized row kernels use exp_approx, a branch-free exp the compiler
- * vectorises, and exist in two builds of the same C (portable, AVX2) with identical results. */
+ * vectorises, and exist in three builds of the same C (portable, AVX2, AVX-512) with identical
+ * results. */
 #include <math.h>
 #include <string.h>
 
@@ -22,7 +23,7 @@
  * their losses are summed serially afterwards, in row order. */
 #define CE_BLOCK 256
 
-/* ---- row kernels over the vocabulary (portable C, and an AVX2 build of the same code) --- */
+/* ---- row kernels over the vocabulary (portable C, and AVX2 and AVX-512 builds of it) ---- */
 
 #if defined(__GNUC__)
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
@@ -152,9 +153,9 @@ ALWAYS_INLINE void lp_row_backward_impl(float *dx, const float *x, int t, float 
     dx[t] += gl;
 }
 
-/* The row kernels compiled for one instruction set. Both builds do the same float operations
- * in the same order (no FMA contraction: -std=c11, no "fma" target), so results are bitwise
- * equal across paths; AVX2 runs 8 lanes per instruction instead of 4. */
+/* The row kernels compiled for one instruction set. Every build does the same float operations
+ * in the same order (no FMA contraction: -std=c11 -ffp-contract=off), so results are bitwise
+ * equal across paths; AVX2 runs 8 lanes per instruction instead of 4, AVX-512 up to 16. */
 typedef struct {
     const char *name;
     float (*ce_loss)(const float *x, int t, int V);
@@ -194,12 +195,35 @@ AVX2 static void lp_backward_avx2(float *dx, const float *x, int t, float gl, fl
 }
 static const row_ops ops_avx2 = {"avx2", ce_loss_avx2, ce_grad_avx2, lp_forward_avx2,
                                  lp_backward_avx2};
+#define AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2")))
+AVX512 static float ce_loss_avx512(const float *x, int t, int V) {
+    return ce_row_loss_impl(x, t, V);
+}
+AVX512 static void ce_grad_avx512(float *dx, const float *x, int t, float g, int V) {
+    ce_row_grad_impl(dx, x, t, g, V);
+}
+AVX512 static void lp_forward_avx512(float *logp, float *entropy, const float *x, int t,
+                                     float inv_t, int V) {
+    lp_row_forward_impl(logp, entropy, x, t, inv_t, V);
+}
+AVX512 static void lp_backward_avx512(float *dx, const float *x, int t, float gl, float ge,
+                                      float inv_t, int V) {
+    lp_row_backward_impl(dx, x, t, gl, ge, inv_t, V);
+}
+static const row_ops ops_avx512 = {"avx512", ce_loss_avx512, ce_grad_avx512, lp_forward_avx512,
+                                   lp_backward_avx512};
+
+static int cpu_has_avx512(void) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+}
 #endif
 
 static const row_ops *row_ops_forced = NULL; /* the one global: ISA dispatch, NULL = auto */
 
 static const row_ops *best_row_ops(void) {
 #ifdef HAVE_AVX2_PATH
+    if (cpu_has_avx512()) return &ops_avx512;
     if (__builtin_cpu_supports("avx2")) return &ops_avx2;
 #endif
     return &ops_portable;
@@ -223,6 +247,10 @@ int gl_losses_set_isa(const char *name) {
 #ifdef HAVE_AVX2_PATH
     if (strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2")) {
         row_ops_forced = &ops_avx2;
+        return 0;
+    }
+    if (strcmp(name, "avx512") == 0 && cpu_has_avx512()) {
+        row_ops_forced = &ops_avx512;
         return 0;
     }
 #endif

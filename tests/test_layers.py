@@ -464,11 +464,38 @@ def test_results_do_not_depend_on_thread_count():
         assert np.array_equal(a, b2) and np.array_equal(b2, c)
 
 
-def test_simd_and_portable_paths_agree_bitwise():
-    """The AVX2 build of attention and GELU runs the same arithmetic in the same order as the
-    portable one (gl_gemm_set_isa("portable") switches the whole core)."""
-    if _core.gemm_isa() == "portable":
-        pytest.skip("no SIMD path on this CPU/build")
+def _simd_isas() -> list:
+    """The SIMD builds this CPU runs (gl_gemm_set_isa switches the whole core)."""
+    found = []
+    for name in ("avx2", "avx512"):
+        try:
+            _core.gemm_set_isa(name)
+            found.append(name)
+        except ValueError:
+            pass
+    _core.gemm_set_isa("auto")
+    return found
+
+
+SIMD_ISAS = _simd_isas()
+
+
+def _on_isa(isa, fn):
+    """fn() with the whole core forced onto one instruction-set path."""
+    before = _core.gemm_isa()
+    try:
+        _core.gemm_set_isa(isa)
+        return fn()
+    finally:
+        _core.gemm_set_isa(before)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+def test_simd_and_portable_paths_agree_bitwise(isa):
+    """The AVX2 and AVX-512 builds of attention and GELU run the same arithmetic in the same
+    order as the portable one (gl_gemm_set_isa("portable") switches the whole core)."""
+    if isa not in SIMD_ISAS:
+        pytest.skip(f"no {isa} path on this CPU/build")
     rng = np.random.default_rng(10)
     qkv, dout = f32(rng, 2, 100, 3 * 48), f32(rng, 2, 100, 48)
     x, dx_in = f32(rng, 50_000, scale=4.0), f32(rng, 50_000)
@@ -481,13 +508,7 @@ def test_simd_and_portable_paths_agree_bitwise():
         _core.gelu_backward(dx, x, dx_in)
         return [out, lse, dqkv, _core.gelu_forward(x), dx]
 
-    simd = run()
-    before = _core.gemm_isa()
-    try:
-        _core.gemm_set_isa("portable")
-        portable = run()
-    finally:
-        _core.gemm_set_isa(before)
+    simd, portable = _on_isa(isa, run), _on_isa("portable", run)
     for a, b in zip(simd, portable):
         assert np.array_equal(a, b)
 
@@ -506,21 +527,17 @@ def run_attention(qkv, dout, NH):
 ATTN_PATH_SHAPES = [(2, 130, 64, 2), (1, 100, 128, 2), (1, 70, 130, 1), (1, 67, 52, 4)]
 
 
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
 @pytest.mark.parametrize("B,T,C,NH", ATTN_PATH_SHAPES)
-def test_attention_simd_and_portable_paths_agree_bitwise_on_every_block_path(B, T, C, NH):
-    """The AVX2 and portable builds of the register-blocked attention compute the same sums
-    in the same order, for full and edge blocks and chunked head dimensions alike."""
-    if _core.gemm_isa() == "portable":
-        pytest.skip("no SIMD path on this CPU/build")
+def test_attention_simd_and_portable_paths_agree_bitwise_on_every_block_path(B, T, C, NH, isa):
+    """The AVX2, AVX-512 and portable builds of the register-blocked attention compute the
+    same sums in the same order, for full and edge blocks and chunked head dimensions alike."""
+    if isa not in SIMD_ISAS:
+        pytest.skip(f"no {isa} path on this CPU/build")
     rng = np.random.default_rng(B * 7 + T + C + NH)
     qkv, dout = f32(rng, B, T, 3 * C), f32(rng, B, T, C)
-    simd = run_attention(qkv, dout, NH)
-    before = _core.gemm_isa()
-    try:
-        _core.gemm_set_isa("portable")
-        portable = run_attention(qkv, dout, NH)
-    finally:
-        _core.gemm_set_isa(before)
+    simd = _on_isa(isa, lambda: run_attention(qkv, dout, NH))
+    portable = _on_isa("portable", lambda: run_attention(qkv, dout, NH))
     for a, b in zip(simd, portable):
         assert np.array_equal(a, b)
 
