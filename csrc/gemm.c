@@ -864,31 +864,87 @@ static void sgemm_small(const gemm_job *g) {
 
 #if defined(__x86_64__) && defined(__gnu_linux__) && defined(__GNUC__) && !defined(__clang__) \
     && !defined(__SANITIZE_ADDRESS__)
-#define GL_CLONES __attribute__((target_clones("avx2", "default")))
+#define GL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define GL_CLONES
 #endif
 
-/* C[:, j0:j1] for B not transposed: acc (M, cols) += A[i, k] * B[k, j0:j1], k in order. */
-GL_CLONES static void skinny_nn(const gemm_job *g, int j0, int j1) {
-    float acc[SKINNY_M][SKINNY_COLS];
-    const int M = g->M, n = j1 - j0;
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < n; j++) acc[i][j] = 0.0f;
-    for (int k = 0; k < g->K; k++) {
-        const float *b = g->B + (size_t)k * g->ldb + j0;
-        for (int i = 0; i < M; i++) {
-            const float a = g->A[(size_t)i * g->lda + k];
-            float *r = acc[i];
-            for (int j = 0; j < n; j++) r[j] += a * b[j];
+/* c = alpha * acc + beta * c (beta == 0: c is not read), n floats. */
+static inline void skinny_store(float *c, const float *acc, int n, float alpha, float beta) {
+    if (beta == 0.0f)
+        for (int j = 0; j < n; j++) c[j] = alpha * acc[j];
+    else
+        for (int j = 0; j < n; j++) c[j] = alpha * acc[j] + beta * c[j];
+}
+
+#if defined(__GNUC__)
+typedef float v16f __attribute__((vector_size(64), aligned(4), may_alias));
+#define SKINNY_ROWS 8 /* rows of C per register block */
+
+/* Rows [i0, i0 + mr) of C[:, jb : jb + 16 nv], mr <= SKINNY_ROWS and nv constants: each row's
+ * columns in nv vectors of 16 floats that stay in registers (mr nv <= 16, half the zmm of the
+ * AVX-512 clone) while k walks all of K, each B row read once per block. The sums are those
+ * of the plain loop: acc += a * b, k in order, no fused multiply-add. */
+static inline __attribute__((always_inline)) void skinny_block(const gemm_job *g, int i0,
+                                                               int jb, const int mr,
+                                                               const int nv) {
+    v16f acc[SKINNY_ROWS][8];
+    for (int i = 0; i < mr; i++)
+        for (int v = 0; v < nv; v++) acc[i][v] = (v16f){0};
+    const float *a = g->A + (size_t)i0 * g->lda, *b = g->B + jb;
+    for (int k = 0; k < g->K; k++, b += g->ldb) {
+        v16f bv[8];
+        for (int v = 0; v < nv; v++) bv[v] = *(const v16f *)(b + 16 * v);
+        for (int i = 0; i < mr; i++) {
+            const float ai = a[(size_t)i * g->lda + k];
+            for (int v = 0; v < nv; v++) acc[i][v] += ai * bv[v];
         }
     }
-    for (int i = 0; i < M; i++) {
-        float *c = g->C + (size_t)i * g->ldc + j0;
-        if (g->beta == 0.0f)
-            for (int j = 0; j < n; j++) c[j] = g->alpha * acc[i][j];
-        else
-            for (int j = 0; j < n; j++) c[j] = g->alpha * acc[i][j] + g->beta * c[j];
+    for (int i = 0; i < mr; i++)
+        skinny_store(g->C + (size_t)(i0 + i) * g->ldc + jb, (const float *)acc[i], 16 * nv,
+                     g->alpha, g->beta);
+}
+
+/* Rows [i0, i0 + mr) of C over columns [j, j1) in register blocks, as wide as mr allows: a
+ * few rows need many independent vectors to hide the latency of the additions. Returns the
+ * first column left (fewer than 16 remain). */
+static inline __attribute__((always_inline)) int skinny_rows(const gemm_job *g, int i0, int j,
+                                                             int j1, const int mr) {
+    const int nv = mr <= 2 ? 8 : mr <= 4 ? 4 : 2;
+    for (; j + 16 * nv <= j1; j += 16 * nv) skinny_block(g, i0, j, mr, nv);
+    for (; j + 16 <= j1; j += 16) skinny_block(g, i0, j, mr, 1);
+    return j;
+}
+#endif
+
+/* C[:, j0:j1] for B not transposed: acc (M, cols) += A[i, k] * B[k, j0:j1], k in order.
+ * Register blocks of up to 8 rows (skinny_rows); the last few columns in an array. */
+GL_CLONES static void skinny_nn(const gemm_job *g, int j0, int j1) {
+    float acc[SKINNY_COLS];
+    for (int i0 = 0; i0 < g->M; i0 += 8) {
+        const int mr = min_int(8, g->M - i0);
+        int j = j0;
+#if defined(__GNUC__)
+        switch (mr) { /* mr a constant in each call */
+        case 1: j = skinny_rows(g, i0, j0, j1, 1); break;
+        case 2: j = skinny_rows(g, i0, j0, j1, 2); break;
+        case 3: j = skinny_rows(g, i0, j0, j1, 3); break;
+        case 4: j = skinny_rows(g, i0, j0, j1, 4); break;
+        case 5: j = skinny_rows(g, i0, j0, j1, 5); break;
+        case 6: j = skinny_rows(g, i0, j0, j1, 6); break;
+        case 7: j = skinny_rows(g, i0, j0, j1, 7); break;
+        default: j = skinny_rows(g, i0, j0, j1, 8); break;
+        }
+#endif
+        const int n = j1 - j;
+        for (int i = i0; i < i0 + mr && n > 0; i++) {
+            for (int c = 0; c < n; c++) acc[c] = 0.0f;
+            for (int k = 0; k < g->K; k++) {
+                const float a = g->A[(size_t)i * g->lda + k], *b = g->B + (size_t)k * g->ldb + j;
+                for (int c = 0; c < n; c++) acc[c] += a * b[c];
+            }
+            skinny_store(g->C + (size_t)i * g->ldc + j, acc, n, g->alpha, g->beta);
+        }
     }
 }
 

@@ -146,6 +146,23 @@ def test_sgemm_training_shapes_large_enough_to_thread(isa):
     _check(1, 0, x, dy, rng.standard_normal((C_in, OC)).astype(np.float32), 1.0, 1.0)  # dw
 
 
+@pytest.mark.parametrize("tb", [0, 1])
+def test_sgemm_skinny_decode_products_for_every_row_count(isa, tb, threads):
+    """M <= 8 rows (a decode step's batch) take the streaming path: register blocks of 1-8
+    rows by 16-128 columns and a tail of fewer than 16 columns. Every row count and column
+    edge against float64, with beta 0 and 1, and the same bits on 1 and 2 threads."""
+    rng = np.random.default_rng(29)
+    for M in range(1, 9):
+        for N, K in [(15, 200), (16, 130), (47, 64), (129, 300), (300, 77), (1153, 40)]:
+            A, B = _operands(rng, M, N, K, 0, tb)
+            C0 = rng.standard_normal((M, N)).astype(np.float32)
+            _check(0, tb, A, B, C0, 1.0, 0.0)
+            _core.set_num_threads(1)
+            one = _check(0, tb, A, B, C0, -0.5, 1.0)
+            _core.set_num_threads(2)
+            np.testing.assert_array_equal(_check(0, tb, A, B, C0, -0.5, 1.0), one)
+
+
 def _at_offset(a: np.ndarray, offset: int) -> np.ndarray:
     """A C-contiguous copy of a that starts `offset` floats past a 64-byte boundary."""
     buf = np.empty(a.size + 32, np.float32)
