@@ -58,7 +58,7 @@ fi
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=1:max_allocation_size_mb=3072
 "$PY" -m pytest -q -p no:cacheprovider -k "not torch" \
     tests/test_gemm.py tests/test_layers.py tests/test_losses.py tests/test_model.py \
-    tests/test_tokenizer.py tests/test_optim.py tests/test_fuzz.py "$@"
+    tests/test_tokenizer.py tests/test_optim.py tests/test_fuzz.py tests/test_bf16.py "$@"
 # The AVX-512 GEMM path, which this CPU may lack: the same kernel source with each 512-bit
 # vector emulated by two 256-bit halves (its tile, packing and blocking are what is tested).
 if grep -qw avx2 /proc/cpuinfo 2>/dev/null; then

@@ -378,38 +378,26 @@ __attribute__((target("avx2,fma"))) static inline void emu512_storeu_ps(float *p
 #define AVX512_TARGET "avx512f"
 #endif
 
-/* 12x32 tile, the AVX2 kernel's structure with 16-float vectors: 24 accumulators, 2 vectors
- * of B and 1 broadcast = 27 of the 32 zmm registers. Per k: 2 loads + 12 broadcasts feed 24
- * FMAs, 12 cycles of Zen 5's two 512-bit FMA pipes; in L1 or L2 it runs at 99% of the FMA
- * peak (235 of 237 GFLOP/s on one core), so what the driver loses is outside it. */
-__attribute__((target(AVX512_TARGET))) static void kernel_avx512(int kc, const float *restrict a,
-                                                             const float *restrict b,
-                                                             float *restrict c, ptrdiff_t ldc,
-                                                             float alpha, float beta) {
-    __m512 lo[A5_MR], hi[A5_MR];
+/* Zeroes the 12 x 32 accumulators of a tile and asks for its rows of C. A row's 32 floats
+ * span three cache lines unless C is 64-byte aligned (NumPy arrays and malloc'ed buffers are
+ * 16-byte aligned); fetching only two of them cost 12% of a 2048 x 768 x 2304 product on Zen 5. */
+__attribute__((target(AVX512_TARGET), always_inline)) static inline void start_tile_avx512(const float *c,
+                                                                          ptrdiff_t ldc,
+                                                                          __m512 *lo,
+                                                                          __m512 *hi) {
 #pragma GCC unroll 12
     for (int i = 0; i < A5_MR; i++) {
         lo[i] = _mm512_setzero_ps();
         hi[i] = _mm512_setzero_ps();
-        /* the row's 32 floats span three cache lines unless C is 64-byte aligned (NumPy
-         * arrays and malloc'ed buffers are 16-byte aligned); fetching only two of them cost
-         * 12% of a 2048 x 768 x 2304 product on Zen 5 */
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + i * ldc + 31), _MM_HINT_T0);
     }
-#pragma GCC unroll 2
-    for (int k = 0; k < kc; k++) {
-        const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
-#pragma GCC unroll 12
-        for (int i = 0; i < A5_MR; i++) {
-            const __m512 ai = _mm512_set1_ps(a[i]);
-            lo[i] = _mm512_fmadd_ps(ai, b0, lo[i]);
-            hi[i] = _mm512_fmadd_ps(ai, b1, hi[i]);
-        }
-        a += A5_MR;
-        b += A5_NR;
-    }
+}
+
+/* C[12 x 32] = alpha * (lo | hi) + beta * C; beta == 0 does not read C. */
+__attribute__((target(AVX512_TARGET), always_inline)) static inline void update_tile_avx512(
+    float *c, ptrdiff_t ldc, const __m512 *lo, const __m512 *hi, float alpha, float beta) {
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 12
     for (int i = 0; i < A5_MR; i++) {
@@ -422,6 +410,31 @@ __attribute__((target(AVX512_TARGET))) static void kernel_avx512(int kc, const f
         _mm512_storeu_ps(ci, r0);
         _mm512_storeu_ps(ci + 16, r1);
     }
+}
+
+/* 12x32 tile, the AVX2 kernel's structure with 16-float vectors: 24 accumulators, 2 vectors
+ * of B and 1 broadcast = 27 of the 32 zmm registers. Per k: 2 loads + 12 broadcasts feed 24
+ * FMAs, 12 cycles of Zen 5's two 512-bit FMA pipes; in L1 or L2 it runs at 99% of the FMA
+ * peak (235 of 237 GFLOP/s on one core), so what the driver loses is outside it. */
+__attribute__((target(AVX512_TARGET))) static void kernel_avx512(int kc, const float *restrict a,
+                                                             const float *restrict b,
+                                                             float *restrict c, ptrdiff_t ldc,
+                                                             float alpha, float beta) {
+    __m512 lo[A5_MR], hi[A5_MR];
+    start_tile_avx512(c, ldc, lo, hi);
+#pragma GCC unroll 2
+    for (int k = 0; k < kc; k++) {
+        const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 12
+        for (int i = 0; i < A5_MR; i++) {
+            const __m512 ai = _mm512_set1_ps(a[i]);
+            lo[i] = _mm512_fmadd_ps(ai, b0, lo[i]);
+            hi[i] = _mm512_fmadd_ps(ai, b1, hi[i]);
+        }
+        a += A5_MR;
+        b += A5_NR;
+    }
+    update_tile_avx512(c, ldc, lo, hi, alpha, beta);
 }
 
 #ifndef GL_GEMM_EMULATE_AVX512
@@ -515,6 +528,116 @@ __attribute__((target("avx512f"))) static void pack_cols_avx512(float *dst, cons
 }
 #define PACK_ROWS_AVX512 pack_rows_avx512
 #define PACK_COLS_AVX512 pack_cols_avx512
+/* ---- bfloat16 path (AVX512-BF16), float32 accumulation ---------------------------------------
+ *
+ * gl_gemm_set_precision("bfloat16"): the packers round A and B to bfloat16 (8 bits of mantissa,
+ * round to nearest even) as they pack them, two consecutive k in one 32-bit unit, and the
+ * micro-kernel multiplies pairs with VDPBF16PS, which adds both products of a pair to a float32
+ * accumulator: 32 multiply-adds per instruction instead of 16. Everything stored stays float32
+ * -- C, the caller's A and B (master weights, activations, gradients) -- only the packed copies
+ * are rounded. The packed layout is the float32 one with k-pairs in place of k: a w-wide panel
+ * of a KC slice holds ceil(kc/2) rows of w units (pair (k, k+1) of element i: low half k), at
+ * the same place as a float32 panel (panel p at p * w * kc floats; the second half is unused). */
+#define BF16_TARGET "avx512f,avx512bw,avx512bf16"
+
+/* 12x32 tile: a holds ceil(kc/2) groups of 12 pairs, b ceil(kc/2) groups of 32 pairs. Per pair:
+ * 2 loads + 12 broadcasts feed 24 VDPBF16PS, each 16 x 2 multiply-adds. */
+__attribute__((target(BF16_TARGET))) static void kernel_bf16(int kc, const float *restrict a,
+                                                             const float *restrict b,
+                                                             float *restrict c, ptrdiff_t ldc,
+                                                             float alpha, float beta) {
+    __m512 lo[A5_MR], hi[A5_MR];
+    start_tile_avx512(c, ldc, lo, hi);
+    const int pairs = (kc + 1) / 2;
+#pragma GCC unroll 2
+    for (int p = 0; p < pairs; p++) {
+        const __m512bh b0 = (__m512bh)_mm512_load_ps(b), b1 = (__m512bh)_mm512_load_ps(b + 16);
+#pragma GCC unroll 12
+        for (int i = 0; i < A5_MR; i++) { /* the pair's 32 bits, broadcast as they are */
+            const __m512bh ai = (__m512bh)_mm512_set1_ps(a[i]);
+            lo[i] = _mm512_dpbf16_ps(lo[i], ai, b0);
+            hi[i] = _mm512_dpbf16_ps(hi[i], ai, b1);
+        }
+        a += A5_MR;
+        b += A5_NR;
+    }
+    update_tile_avx512(c, ldc, lo, hi, alpha, beta);
+}
+
+/* Two vectors of 16 floats rounded to bfloat16 and interleaved: unit j = (x[j], y[j]). */
+__attribute__((target(BF16_TARGET))) static inline __m512 pair_rows_bf16(__m512 x, __m512 y) {
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10,
+                                                25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3,
+                                                18, 2, 17, 1, 16, 0);
+    const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(y, x); /* x in words 0-15, y in 16-31 */
+    return (__m512)_mm512_permutexvar_epi16(interleave, both);
+}
+
+/* 32 consecutive floats rounded to bfloat16, as 16 units of (x[2j], x[2j + 1]). */
+__attribute__((target(BF16_TARGET))) static inline __m512 pair_run_bf16(__m512 lo16,
+                                                                       __m512 hi16) {
+    return (__m512)_mm512_cvtne2ps_pbh(hi16, lo16);
+}
+
+/* "rows" layout (element (k, i) at src[k * ld + i]): rows k and k + 1 paired, k outer. */
+__attribute__((target(BF16_TARGET))) static void pack_rows_bf16(float *dst, const float *src,
+                                                                ptrdiff_t ld, int w, int wv,
+                                                                int kc, int np) {
+    const int width = wv < np * w ? wv : np * w, pairs = (kc + 1) / 2;
+    for (int q = 0; q < pairs; q++) {
+        const float *s0 = src + (ptrdiff_t)(2 * q) * ld, *s1 = s0 + ld;
+        const int second = 2 * q + 1 < kc; /* an odd kc pairs the last row with zeros */
+        if (2 * q + 2 + PACK_AHEAD < kc)
+            for (int i = 0; i < width; i += 16) {
+                _mm_prefetch((const char *)(s0 + PACK_AHEAD * ld + i), _MM_HINT_T0);
+                _mm_prefetch((const char *)(s1 + PACK_AHEAD * ld + i), _MM_HINT_T0);
+            }
+        for (int p = 0; p < np; p++) {
+            float *d = dst + (ptrdiff_t)p * w * kc + (ptrdiff_t)q * w;
+            for (int i = 0; i < w; i += 16) {
+                const int nv = clamp_int(width - p * w - i, 0, 16), n = min_int(16, w - i);
+                const __mmask16 m = first_lanes(nv);
+                const __m512 x = _mm512_maskz_loadu_ps(m, s0 + p * w + i);
+                const __m512 y = second ? _mm512_maskz_loadu_ps(m, s1 + p * w + i)
+                                        : _mm512_setzero_ps();
+                store_panel_row(d + i, pair_rows_bf16(x, y), n, q + 1 < pairs);
+            }
+        }
+    }
+}
+
+/* "cols" layout (element (k, i) at src[i * ld + k], k contiguous): 32 k of 16 rows rounded to
+ * 16 x 16 units and transposed in registers (the units move as floats would). */
+__attribute__((target(BF16_TARGET))) static void pack_cols_bf16(float *dst, const float *src,
+                                                                ptrdiff_t ld, int w, int wv,
+                                                                int kc, int np) {
+    const int pairs = (kc + 1) / 2;
+    for (int p = 0; p < np; p++, dst += (ptrdiff_t)w * kc, src += (ptrdiff_t)w * ld) {
+        const int pv = clamp_int(wv - p * w, 0, w);
+        for (int k = 0; k < kc; k += 32) {
+            const int nk = min_int(32, kc - k), q0 = k / 2, nq = (nk + 1) / 2;
+            const __mmask16 m0 = first_lanes(min_int(16, nk)), m1 = first_lanes(nk > 16 ? nk - 16 : 0);
+            for (int i = 0; i < pv; i++)
+                _mm_prefetch((const char *)(src + (ptrdiff_t)i * ld + k + 64), _MM_HINT_T0);
+            for (int i0 = 0; i0 < w; i0 += 16) {
+                __m512 r[16];
+                for (int ii = 0; ii < 16; ii++) {
+                    const float *s = src + (ptrdiff_t)(i0 + ii) * ld + k;
+                    r[ii] = i0 + ii < pv ? pair_run_bf16(_mm512_maskz_loadu_ps(m0, s),
+                                                         _mm512_maskz_loadu_ps(m1, s + 16))
+                                         : _mm512_setzero_ps();
+                }
+                transpose16(r);
+                const int n = min_int(16, w - i0);
+                for (int q = 0; q < nq; q++)
+                    store_panel_row(dst + (ptrdiff_t)(q0 + q) * w + i0, r[q], n,
+                                    i0 + 16 >= w && q0 + q + 1 < pairs);
+            }
+        }
+    }
+}
+#define HAVE_BF16_PATH 1
+
 #else
 #define PACK_ROWS_AVX512 pack_rows_avx2
 #define PACK_COLS_AVX512 pack_cols_avx2
@@ -560,6 +683,23 @@ static int isa_supported(int isa) {
     return 0;
 }
 
+#ifdef HAVE_BF16_PATH
+/* The bfloat16 path: the AVX-512 tile and blocking, with KC counted in floats as everywhere
+ * (512 floats = 256 pairs: the B micro-panel is 32 KB in L1, as in float32 with KC 256). */
+static const isa_desc bf16_desc = {"avx512bf16", A5_MR, A5_NR, 240, 512, 4096, kernel_bf16,
+                                   pack_rows_bf16, pack_cols_bf16};
+#endif
+
+static int bf16_supported(void) {
+#ifdef HAVE_BF16_PATH
+    __builtin_cpu_init();
+    return isa_supported(ISA_AVX512) && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
 static int best_isa(void) {
     for (int isa = ISA_COUNT - 1; isa > ISA_PORTABLE; isa--)
         if (isa_supported(isa)) return isa;
@@ -567,14 +707,42 @@ static int best_isa(void) {
 }
 
 static int current_isa = -1; /* -1: not chosen yet; the one global, as the conventions allow */
+static int use_bf16 = 0;      /* gl_gemm_set_precision("bfloat16") */
 
-static const isa_desc *active_isa(void) {
+/* The float32 path in force. */
+static const isa_desc *fp32_isa(void) {
     int isa = current_isa;
     if (isa < 0) current_isa = isa = best_isa();
     return &isa_table[isa];
 }
 
-const char *gl_gemm_isa(void) { return active_isa()->name; }
+/* What the blocked products run: the bfloat16 path when asked for and the AVX-512 path is in
+ * force, else the float32 one. */
+static const isa_desc *active_isa(void) {
+    const isa_desc *d = fp32_isa();
+#ifdef HAVE_BF16_PATH
+    if (use_bf16 && d == &isa_table[ISA_AVX512]) return &bf16_desc;
+#endif
+    return d;
+}
+
+const char *gl_gemm_isa(void) { return fp32_isa()->name; }
+
+const char *gl_gemm_precision(void) {
+    return strcmp(active_isa()->name, "avx512bf16") == 0 ? "bfloat16" : "float32";
+}
+
+int gl_gemm_set_precision(const char *name) {
+    if (strcmp(name, "float32") == 0) {
+        use_bf16 = 0;
+        return 0;
+    }
+    if (strcmp(name, "bfloat16") == 0 && bf16_supported()) {
+        use_bf16 = 1;
+        return 0;
+    }
+    return -1;
+}
 
 int gl_gemm_set_isa(const char *name) {
     if (strcmp(name, "auto") == 0) {

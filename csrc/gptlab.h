@@ -45,6 +45,13 @@ const char *gl_gemm_isa(void);
 /* Force a path ("avx512", "avx2", "portable", or "auto"); returns 0, or -1 if the CPU or the
  * build lacks it (then nothing changes). Used by tests to check every path. */
 int gl_gemm_set_isa(const char *name);
+/* The precision of the blocked products: "float32", or "bfloat16" (A and B rounded to bfloat16
+ * as they are packed, products summed in float32; C and the caller's arrays stay float32).
+ * bfloat16 needs AVX512-BF16 and applies while the AVX-512 path is in force; products under
+ * 32^3 multiply-adds and decode-step ones (M <= 8) stay float32. Returns 0, or -1 if the CPU
+ * or the build lacks it (then nothing changes). */
+const char *gl_gemm_precision(void);
+int gl_gemm_set_precision(const char *name);
 
 /* ==== layers.c: forward/backward pairs of the GPT-2 layers ============================== */
 

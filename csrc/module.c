@@ -154,6 +154,25 @@ static PyObject *py_gemm_set_isa(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_gemm_precision(PyObject *self, PyObject *noargs) {
+    return PyUnicode_FromString(gl_gemm_precision());
+}
+
+static PyObject *py_gemm_set_precision(PyObject *self, PyObject *args) {
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
+    if (gl_gemm_set_precision(name) != 0) {
+        if (strcmp(name, "bfloat16") == 0)
+            PyErr_SetString(PyExc_ValueError, "gemm_set_precision: 'bfloat16' needs a CPU with "
+                            "AVX512-BF16 (AMD Zen 4 and later, Intel Cooper Lake and later)");
+        else
+            PyErr_Format(PyExc_ValueError, "gemm_set_precision: unknown precision '%s' "
+                         "(expected 'float32' or 'bfloat16')", name);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* ==== layers ============================================================================ */
 
 /* Bindings of the layers.c kernels, for tests and notebooks. Forward bindings return fresh
@@ -2015,6 +2034,10 @@ static PyMethodDef core_methods[] = {
      "sgemm(transA, transB, A, B, C, alpha=1, beta=0): C = alpha op(A) op(B) + beta C."},
     {"gemm_isa", py_gemm_isa, METH_NOARGS, "gemm_isa() -> the SIMD path gl_sgemm uses."},
     {"gemm_set_isa", py_gemm_set_isa, METH_VARARGS, "gemm_set_isa(name): force a SIMD path."},
+    {"gemm_precision", py_gemm_precision, METH_NOARGS,
+     "gemm_precision() -> 'float32' or 'bfloat16': what the blocked products run in."},
+    {"gemm_set_precision", py_gemm_set_precision, METH_VARARGS,
+     "gemm_set_precision(name): 'float32' or 'bfloat16' (AVX512-BF16 CPUs)."},
     /* -- layers -- */
     {"embedding_forward", py_embedding_forward, METH_VARARGS,
      "embedding_forward(idx, wte, wpe) -> out: out[b,t] = wte[idx[b,t]] + wpe[t].\n"

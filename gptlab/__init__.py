@@ -54,8 +54,33 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
+def set_matmul_precision(precision: str) -> None:
+    """Choose the arithmetic of the matrix products, the bulk of every training step.
+
+    "float32" (the default): products of float32 numbers, summed in float32.
+    "bfloat16": the two operands of each product are rounded to bfloat16 (float32's 8-bit
+    exponent with 8 bits of mantissa instead of 24) as the GEMM packs them, and the products
+    are summed in float32 -- mixed precision, as on GPUs. The model's weights (the float32
+    "master" copy the optimizer updates), gradients and activations all stay float32; only the
+    copies fed to the multiplier are rounded, so nothing is lost between steps. On CPUs with
+    AVX512-BF16 (AMD Zen 4 and later, Intel Cooper Lake and later) one instruction then does
+    32 multiply-adds instead of 16: the products run about 1.8x faster. Small products and
+    decoding (batches of at most 8 rows) stay float32. Raises ValueError where the CPU lacks
+    AVX512-BF16. Like PyTorch's torch.set_float32_matmul_precision("medium")."""
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"set_matmul_precision: expected 'float32' or 'bfloat16', got "
+                         f"{precision!r}")
+    _core.gemm_set_precision(precision)
+
+
+def get_matmul_precision() -> str:
+    """The arithmetic the matrix products run in: "float32" or "bfloat16"."""
+    return _core.gemm_precision()
+
+
 __all__ = [
-    "__version__", "set_num_threads", "get_num_threads",
+    "__version__", "set_num_threads", "get_num_threads", "set_matmul_precision",
+    "get_matmul_precision",
     "GPTConfig", "GPT", "AdamW", "CosineSchedule", "cosine_schedule", "losses",
     "Tokenizer", "SPECIAL_TOKENS", "chat", "data", "stages",
     "Pretrainer", "SFTTrainer", "RewardModel", "RewardTrainer", "build_preferences",

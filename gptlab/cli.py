@@ -1,6 +1,7 @@
 """The command line: ``python -m gptlab pipeline`` runs the four stages and writes a report card.
 
     python -m gptlab pipeline [--preset small] [--out runs/NAME] [--fast] [--seed 0] [--threads N]
+                              [--precision float32|bfloat16]
     python -m gptlab pretrain [--preset small] [--out DIR] [--fast] [--steps N]
     python -m gptlab sft      --from PRETRAIN_DIR [--out DIR] [--fast] [--steps N]
     python -m gptlab reward   --from SFT_DIR [--out DIR] [--fast] [--steps N]
@@ -52,6 +53,9 @@ def _common(p: argparse.ArgumentParser, steps: bool = True) -> None:
                    "seed of the --from stage)")
     p.add_argument("--threads", type=_positive, default=None,
                    help="threads of the C kernels (default: all cores)")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default=None,
+                   help="arithmetic of the matrix products (default float32; bfloat16 needs "
+                   "AVX512-BF16: see gptlab.set_matmul_precision)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage messages")
     if steps:
         p.add_argument("--steps", type=_nonneg, default=None,
@@ -151,6 +155,8 @@ def run(argv: list[str] | None = None) -> int:
 
     if args.threads is not None:
         gl.set_num_threads(args.threads)
+    if getattr(args, "precision", None):
+        gl.set_matmul_precision(args.precision)
     progress = not getattr(args, "quiet", False)
 
     if args.command == "pipeline":

@@ -715,7 +715,7 @@ def run_pipeline(preset: str = "small", out: str = "runs/small", fast: bool = Fa
     ``settings_for``) replacing ``FULL``/``FAST``; ``threads``: threads of the C kernels.
     ``resume``: reuse the stages already finished in ``out`` (an interrupted run goes on from
     the first missing stage; their figures, times included, come from their ``stage.json``)."""
-    from . import __version__, get_num_threads, set_num_threads
+    from . import __version__, get_matmul_precision, get_num_threads, set_num_threads
 
     if preset not in GPTConfig.presets():
         raise ValueError(f"preset: unknown {preset!r}; expected one of {GPTConfig.presets()}")
@@ -752,7 +752,7 @@ def run_pipeline(preset: str = "small", out: str = "runs/small", fast: bool = Fa
         return True
 
     log(f"[1/4] pretraining ({preset}, {'fast' if fast else 'full'} settings, "
-        f"{get_num_threads()} threads)")
+        f"{get_num_threads()} threads, {get_matmul_precision()} matrix products)")
     if not reuse("pretrain"):
         stages["pretrain"] = pretrain_stage(os.path.join(out, "pretrain"), preset, fast, s, seed,
                                             world, progress)
@@ -772,7 +772,8 @@ def run_pipeline(preset: str = "small", out: str = "runs/small", fast: bool = Fa
     notes = sorted({n for st in stages.values() for n in st.extra.get("notes", [])})
     report = {
         "gptlab_version": __version__, "preset": preset, "fast": bool(fast), "seed": seed,
-        "threads": get_num_threads(), "config": stages["pretrain"].model.config.to_dict(),
+        "threads": get_num_threads(), "matmul_precision": get_matmul_precision(),
+        "config": stages["pretrain"].model.config.to_dict(),
         "pretrain": stages["pretrain"].summary, "sft": stages["sft"].summary,
         "reward_model": stages["reward"].summary, "ppo": stages["ppo"].summary,
         "total_seconds": time.perf_counter() - t_start,
@@ -811,7 +812,8 @@ def report_markdown(r: dict) -> str:
     pre, sft, rm, ppo = r["pretrain"], r["sft"], r["reward_model"], r["ppo"]
     L = [f"# gptlab report card ({r['preset']}, {'fast' if r['fast'] else 'full'} settings)",
          "",
-         f"gptlab {r['gptlab_version']}, seed {r['seed']}, {r['threads']} threads, model "
+         f"gptlab {r['gptlab_version']}, seed {r['seed']}, {r['threads']} threads, "
+         f"{r.get('matmul_precision', 'float32')} matrix products, model "
          f"{_cfg(r['config'])}, {pre.get('params', 0) / 1e6:.2f}M parameters; "
          f"total {r['total_seconds'] / 60:.1f} min.", ""]
     if r.get("fast"):

@@ -342,9 +342,10 @@ def _core_campaign(n_examples: int) -> None:  # noqa: C901 -- one table of every
         return _core.set_num_threads, [scalar(d, d.draw(st.integers(-2, 3)))]
 
     def b_isa(d):
-        f = d.draw(st.sampled_from([_core.gemm_set_isa, _core.losses_set_isa]))
+        f = d.draw(st.sampled_from([_core.gemm_set_isa, _core.losses_set_isa,
+                                    _core.gemm_set_precision]))
         return f, [d.draw(st.sampled_from(["auto", "portable", "avx2", "avx512", "", "x" * 300,
-                                           None, 3]))]
+                                           "float32", "bfloat16", None, 3]))]
 
     def b_bpe_new(d):
         args = [blob, off.copy(), special.copy(), merges.copy()]
@@ -449,6 +450,7 @@ def _core_campaign(n_examples: int) -> None:  # noqa: C901 -- one table of every
             _core.set_num_threads(1)
             _core.gemm_set_isa("auto")
             _core.losses_set_isa("auto")
+            _core.gemm_set_precision("float32")
 
     one_call()
     print("core: ok")

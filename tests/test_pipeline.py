@@ -56,6 +56,7 @@ def test_pipeline_fast_writes_every_documented_key_with_finite_values(tmp_path):
     for acc in ("cloze_accuracy", "fewshot_accuracy", "zeroshot_accuracy"):
         assert 0.0 <= report["pretrain"][acc] <= 1.0
     assert "| 4. PPO |" in (out / "report.md").read_text()
+    assert report["matmul_precision"] == "float32"  # the default
     # every stage: a checkpoint, the tokenizer beside it, one metrics line per step
     for stage, ckpt in (("pretrain", "model.safetensors"), ("sft", "model.safetensors"),
                         ("reward", "reward_model.safetensors"), ("ppo", "model.safetensors")):
@@ -101,6 +102,23 @@ def test_usage_errors_exit_2_with_one_line_on_stderr(argv):
 def test_help_exits_0_for_every_command(cmd):
     r = gptlab_cli(*cmd, "--help")
     assert r.returncode == 0 and r.stdout.startswith("usage: gptlab")
+
+
+def test_precision_option_runs_a_stage_in_bfloat16_or_refuses_clearly(tmp_path):
+    r = gptlab_cli("pretrain", "--preset", "tiny", "--fast", "--steps", "3", "--quiet",
+                   "--precision", "bfloat16", "--out", str(tmp_path / "pt"))
+    import gptlab as gl
+
+    try:
+        gl.set_matmul_precision("bfloat16")
+    except ValueError:  # no AVX512-BF16: one line, exit 1, nothing written
+        assert r.returncode == 1 and "AVX512-BF16" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+        return
+    finally:
+        gl.set_matmul_precision("float32")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "pt" / "model.safetensors").is_file()
 
 
 def test_runtime_error_exits_1_with_one_line(tmp_path):
