@@ -3,7 +3,7 @@
 One training step = forward + cross-entropy + backward + gradient-norm clipping (1.0) + AdamW
 (betas 0.9/0.95, weight decay 0.1 on 2-D weights), on a fixed random batch, for the presets
 
-    small    (L4 H4 C128,  V2048)   B=16, T=128
+    small    (L4 H6 C192,  V2048)   B=16, T=128
     gpt-mini (L6 H6 C384,  V2048)   B=8,  T=256
     gpt2     (L12 H12 C768, V50257) B=4,  T=64     (124M parameters)
 
@@ -28,7 +28,10 @@ repeats, times the number of calls per step) next to the measured forward, backw
 optimizer phases of the real model, to show what limits the step.
 
     python benchmarks/bench_train.py [--quick] [--threads 2] [--presets small gpt-mini gpt2]
-                                     [--rounds 5] [--peak GFLOPS] [--no-breakdown] [--json out]
+                                     [--rounds 5] [--peak GFLOPS] [--no-breakdown] [--bf16]
+                                     [--json out]
+
+--bf16 adds a third worker: gptlab with bfloat16 matrix products (float32 master weights).
 """
 
 from __future__ import annotations
@@ -267,11 +270,13 @@ def torch_worker(cfg: dict, B: int, T: int, threads: int, warmup: int) -> None:
 
 
 # -- the gptlab side ----------------------------------------------------------------------------
-def gptlab_worker(cfg: dict, B: int, T: int, threads: int, warmup: int) -> None:
+def gptlab_worker(cfg: dict, B: int, T: int, threads: int, warmup: int,
+                  precision: str = "float32") -> None:
     import numpy as np
 
     import gptlab as gl
     gl.set_num_threads(threads)
+    gl.set_matmul_precision(precision)
     base = rss_mb()
     model = gl.GPT(gl.GPTConfig(**cfg), seed=0)
     opt = gl.AdamW(model, lr=LR, betas=BETAS, eps=EPS, weight_decay=WD)
@@ -396,6 +401,18 @@ def kernel_breakdown(cfg: dict, B: int, T: int, reps: int = 5) -> dict:
 
 
 # -- the parent ---------------------------------------------------------------------------------
+def bf16_available() -> bool:
+    """Whether gptlab can run its matrix products in bfloat16 here (AVX512-BF16)."""
+    sys.path.insert(0, os.path.abspath(ROOT))
+    import gptlab as gl
+    try:
+        gl.set_matmul_precision("bfloat16")
+    except ValueError:
+        return False
+    gl.set_matmul_precision("float32")
+    return True
+
+
 def preset_config(name: str) -> dict:
     sys.path.insert(0, os.path.abspath(ROOT))
     from gptlab.config import GPTConfig
@@ -403,13 +420,15 @@ def preset_config(name: str) -> dict:
 
 
 def bench_preset(name: str, threads: int, rounds: int, steps: int, warmup: int,
-                 breakdown: bool, with_torch: bool) -> dict:
+                 breakdown: bool, with_torch: bool, with_bf16: bool = False) -> dict:
     B, T = PRESETS[name]
     cfg = preset_config(name)
     args = ["--preset", name, "--threads", str(threads), "--warmup", str(warmup)]
     workers = {"gptlab": Worker(__file__, ["gptlab", *args])}
     if with_torch:
         workers["torch"] = Worker(__file__, ["torch", *args])
+    if with_bf16:
+        workers["gptlab_bf16"] = Worker(__file__, ["gptlab", *args, "--precision", "bfloat16"])
     times, cpu = {k: [] for k in workers}, {k: [] for k in workers}
     try:
         order = list(workers)
@@ -438,6 +457,10 @@ def bench_preset(name: str, threads: int, rounds: int, steps: int, warmup: int,
         res["ratio"] = res["gptlab"]["tokens_s"] / res["torch"]["tokens_s"]
         res["cpu_ratio"] = res["gptlab"]["cpu_tokens_s"] / res["torch"]["cpu_tokens_s"]
         res["rss_ratio"] = res["gptlab"]["maxrss_mb"] / res["torch"]["maxrss_mb"]
+    if "gptlab_bf16" in res:
+        res["bf16_speedup"] = res["gptlab_bf16"]["tokens_s"] / res["gptlab"]["tokens_s"]
+        if "torch" in res:
+            res["bf16_ratio"] = res["gptlab_bf16"]["tokens_s"] / res["torch"]["tokens_s"]
     return res
 
 
@@ -481,6 +504,17 @@ def print_tables(results: dict, peak: float | None, threads: int) -> None:
         if t:
             line += f"{t['maxrss_mb']:7.0f} ({t['base_rss_mb']:5.0f}) | {r['rss_ratio']:11.2f}x"
         print(line)
+    if any("gptlab_bf16" in r for r in results.values()):
+        print("\nThe same step with bfloat16 matrix products (--bf16: gl.set_matmul_precision("
+              "'bfloat16'), float32 master weights; MFU against the float32 peak)")
+        print(f"{'preset':9} | {'bf16 ms':>9} {'tok/s':>8} {'MFU':>6} | {'vs gptlab fp32':>14} | "
+              f"{'vs torch fp32':>13}")
+        for name, r in results.items():
+            b = r.get("gptlab_bf16")
+            if b:
+                vs_torch = f"{r['bf16_ratio']:12.2f}x" if "bf16_ratio" in r else f"{'-':>13}"
+                print(f"{name:9} | {b['ms_step']:9.1f} {b['tokens_s']:8.0f} {mfu(b)} | "
+                      f"{r['bf16_speedup']:13.2f}x | {vs_torch}")
     for name, r in results.items():
         bd = r["gptlab"].get("breakdown")
         if not bd:
@@ -506,8 +540,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=0, help="alternating rounds (0: auto)")
     ap.add_argument("--peak", type=float, default=None, help="FMA peak GFLOP/s (skip measuring)")
     ap.add_argument("--no-breakdown", action="store_true", help="skip the per-kernel breakdown")
+    ap.add_argument("--bf16", action="store_true",
+                    help="also time gptlab with bfloat16 matrix products (AVX512-BF16 CPUs)")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
     ap.add_argument("--preset", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--warmup", type=int, default=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -515,14 +552,19 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker:
         B, T = PRESETS[args.preset]
         cfg = preset_config(args.preset)
-        (torch_worker if args.worker == "torch" else gptlab_worker)(
-            cfg, B, T, args.threads, args.warmup)
+        if args.worker == "torch":
+            torch_worker(cfg, B, T, args.threads, args.warmup)
+        else:
+            gptlab_worker(cfg, B, T, args.threads, args.warmup, args.precision)
         return {}
 
     presets = ["small", "gpt-mini"] if args.quick and argv_has_default(args) else args.presets
     with_torch = have_torch()
     if not with_torch:
         print("note: torch is not installed; the PyTorch column is skipped")
+    with_bf16 = args.bf16 and bf16_available()
+    if args.bf16 and not with_bf16:
+        print("note: this CPU has no AVX512-BF16: the bfloat16 column is skipped")
     peak = args.peak
     if peak is None:
         measured = fma_peak(args.threads)
@@ -540,13 +582,13 @@ def main(argv: list[str] | None = None) -> dict:
         steps = 1 if name == "gpt2" else (2 if args.quick else 3)
         results[name] = bench_preset(name, args.threads, rounds, steps,
                                      1 if name == "gpt2" else 2, not args.no_breakdown,
-                                     with_torch)
+                                     with_torch, with_bf16)
         print(f"  {name}: gptlab {results[name]['gptlab']['ms_step']:.1f} ms/step"
               + (f", torch {results[name]['torch']['ms_step']:.1f} ms/step"
                  if with_torch else ""), flush=True)
     print_tables(results, peak, args.threads)
     for r in results.values():
-        for k in ("gptlab", "torch"):
+        for k in ("gptlab", "torch", "gptlab_bf16"):
             if k in r and peak:
                 r[k]["mfu"] = 6 * r[k]["params"] * r[k]["tokens_s"] / (peak * 1e9)
                 r[k]["cpu_mfu"] = 6 * r[k]["params"] * r[k]["cpu_tokens_s"] / (peak * 1e9)

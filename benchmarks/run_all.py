@@ -1,7 +1,7 @@
 """The whole benchmark suite in one command: prints every table and writes one JSON file.
 
     python benchmarks/run_all.py [--quick] [--threads 2] [--json results.json] [--peak GFLOPS]
-                                 [--skip gemm train generate]
+                                 [--skip gemm train generate] [--bf16]
 
 Runs, each in its own process: bench_gemm.py (GEMM against numpy/OpenBLAS, when present),
 bench_train.py (training step, MFU, peak RSS against PyTorch) and bench_generate.py
@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--peak", type=float, default=None, help="FMA peak GFLOP/s (skip measuring)")
     ap.add_argument("--skip", nargs="*", default=[], choices=list(SCRIPTS))
+    ap.add_argument("--bf16", action="store_true",
+                    help="bench_train.py also times gptlab with bfloat16 matrix products")
     ap.add_argument("--json", default=None, help="write all results here")
     args = ap.parse_args(argv)
 
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, path, "--threads", str(args.threads), "--json", jpath]
             if args.quick:
                 cmd.append("--quick")
+            if args.bf16 and key == "train":
+                cmd.append("--bf16")
             if peak and key in ("gemm", "train"):
                 cmd += ["--peak", str(peak)]
             env = dict(os.environ)
