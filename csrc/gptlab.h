@@ -123,6 +123,11 @@ float gl_crossentropy_forward(float *losses, const float *logits, const int32_t 
  * row (used by the model to avoid a second (N,V) buffer). */
 void gl_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets,
                               const float *mask, float dloss, int N, int V);
+/* Both at once, in place: returns the mean loss of gl_crossentropy_forward (and each row's in
+ * losses, if not NULL) and overwrites logits with gl_crossentropy_backward's gradient for
+ * dloss; the same bits as the two calls, one pass over the logits. */
+float gl_crossentropy_forward_backward(float *losses, float *logits, const int32_t *targets,
+                                       const float *mask, float dloss, int N, int V);
 
 /* Log-probability of given tokens and entropy, at a temperature T > 0: with z = logits[n] / T,
  * logp[n] = log_softmax(z)[targets[n]] and entropy[n] = -sum_v p_v log p_v, p = softmax(z).

@@ -109,19 +109,30 @@ ALWAYS_INLINE float ce_row_loss_impl(const float *x, int t, int V) {
     return (float)(log(S) - (double)(x[t] - m));
 }
 
+/* In place, x (V) becomes g (softmax(x) - onehot(t)); returns -log softmax(x)[t]. The row
+ * becomes e_i = e^{x_i - m} first, then g e_i / S - g [i == t]: one exp per logit. The sum S
+ * adds the same floats in the same order as row_sumexp, so the loss equals ce_row_loss_impl's
+ * bit for bit. */
+ALWAYS_INLINE float ce_row_loss_grad_impl(float *x, int t, float g, int V) {
+    float m = row_max(x, V), xt = x[t];
+    for (int k = 0; k < V; k++) x[k] = exp_approx(x[k] - m);
+    double S = row_sum(x, V);
+    float gs = (float)(g / S);
+    for (int k = 0; k < V; k++) x[k] *= gs;
+    x[t] -= g;
+    return (float)(log(S) - (double)(xt - m));
+}
+
 /* dx (V) += g (softmax(x) - onehot(t)); with dx == x, dx = g (softmax(x) - onehot(t)). */
 ALWAYS_INLINE void ce_row_grad_impl(float *dx, const float *x, int t, float g, int V) {
-    float m = row_max(x, V);
     if (dx == x) {
-        /* the row becomes e_i, then g e_i / S - g [i == t]: one exp per logit */
-        for (int k = 0; k < V; k++) dx[k] = exp_approx(dx[k] - m);
-        float gs = (float)(g / row_sum(dx, V));
-        for (int k = 0; k < V; k++) dx[k] *= gs;
-    } else {
-        double D;
-        float gs = (float)(g / row_sumexp(&D, x, m, 1.0f, V));
-        for (int k = 0; k < V; k++) dx[k] += gs * exp_approx(x[k] - m);
+        (void)ce_row_loss_grad_impl(dx, t, g, V);
+        return;
     }
+    double D;
+    float m = row_max(x, V);
+    float gs = (float)(g / row_sumexp(&D, x, m, 1.0f, V));
+    for (int k = 0; k < V; k++) dx[k] += gs * exp_approx(x[k] - m);
     dx[t] -= g;
 }
 
@@ -160,6 +171,7 @@ typedef struct {
     const char *name;
     float (*ce_loss)(const float *x, int t, int V);
     void (*ce_grad)(float *dx, const float *x, int t, float g, int V);
+    float (*ce_loss_grad)(float *x, int t, float g, int V);
     void (*lp_forward)(float *logp, float *entropy, const float *x, int t, float inv_t, int V);
     void (*lp_backward)(float *dx, const float *x, int t, float gl, float ge, float inv_t, int V);
 } row_ops;
@@ -167,6 +179,9 @@ typedef struct {
 static float ce_loss_portable(const float *x, int t, int V) { return ce_row_loss_impl(x, t, V); }
 static void ce_grad_portable(float *dx, const float *x, int t, float g, int V) {
     ce_row_grad_impl(dx, x, t, g, V);
+}
+static float ce_loss_grad_portable(float *x, int t, float g, int V) {
+    return ce_row_loss_grad_impl(x, t, g, V);
 }
 static void lp_forward_portable(float *logp, float *entropy, const float *x, int t, float inv_t,
                                 int V) {
@@ -177,13 +192,17 @@ static void lp_backward_portable(float *dx, const float *x, int t, float gl, flo
     lp_row_backward_impl(dx, x, t, gl, ge, inv_t, V);
 }
 static const row_ops ops_portable = {"portable", ce_loss_portable, ce_grad_portable,
-                                     lp_forward_portable, lp_backward_portable};
+                                     ce_loss_grad_portable, lp_forward_portable,
+                                     lp_backward_portable};
 
 #ifdef HAVE_AVX2_PATH
 #define AVX2 __attribute__((target("avx2")))
 AVX2 static float ce_loss_avx2(const float *x, int t, int V) { return ce_row_loss_impl(x, t, V); }
 AVX2 static void ce_grad_avx2(float *dx, const float *x, int t, float g, int V) {
     ce_row_grad_impl(dx, x, t, g, V);
+}
+AVX2 static float ce_loss_grad_avx2(float *x, int t, float g, int V) {
+    return ce_row_loss_grad_impl(x, t, g, V);
 }
 AVX2 static void lp_forward_avx2(float *logp, float *entropy, const float *x, int t, float inv_t,
                                  int V) {
@@ -193,14 +212,17 @@ AVX2 static void lp_backward_avx2(float *dx, const float *x, int t, float gl, fl
                                   float inv_t, int V) {
     lp_row_backward_impl(dx, x, t, gl, ge, inv_t, V);
 }
-static const row_ops ops_avx2 = {"avx2", ce_loss_avx2, ce_grad_avx2, lp_forward_avx2,
-                                 lp_backward_avx2};
+static const row_ops ops_avx2 = {"avx2", ce_loss_avx2, ce_grad_avx2, ce_loss_grad_avx2,
+                                 lp_forward_avx2, lp_backward_avx2};
 #define AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2")))
 AVX512 static float ce_loss_avx512(const float *x, int t, int V) {
     return ce_row_loss_impl(x, t, V);
 }
 AVX512 static void ce_grad_avx512(float *dx, const float *x, int t, float g, int V) {
     ce_row_grad_impl(dx, x, t, g, V);
+}
+AVX512 static float ce_loss_grad_avx512(float *x, int t, float g, int V) {
+    return ce_row_loss_grad_impl(x, t, g, V);
 }
 AVX512 static void lp_forward_avx512(float *logp, float *entropy, const float *x, int t,
                                      float inv_t, int V) {
@@ -210,8 +232,8 @@ AVX512 static void lp_backward_avx512(float *dx, const float *x, int t, float gl
                                       float inv_t, int V) {
     lp_row_backward_impl(dx, x, t, gl, ge, inv_t, V);
 }
-static const row_ops ops_avx512 = {"avx512", ce_loss_avx512, ce_grad_avx512, lp_forward_avx512,
-                                   lp_backward_avx512};
+static const row_ops ops_avx512 = {"avx512", ce_loss_avx512, ce_grad_avx512,
+                                   ce_loss_grad_avx512, lp_forward_avx512, lp_backward_avx512};
 
 static int cpu_has_avx512(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -319,6 +341,39 @@ void gl_crossentropy_backward(float *dlogits, const float *logits, const int32_t
         }
         ops->ce_grad(dx, logits + (size_t)n * V, targets[n], g, V);
     }
+}
+
+/* Both passes at once, in place: returns gl_crossentropy_forward's mean loss (losses, if not
+ * NULL, gets each row's) and overwrites logits with gl_crossentropy_backward's gradient for
+ * dloss, each bit for bit as the two functions give them, while every row is read from memory
+ * once and exponentiated once instead of twice (the training step's loss). */
+float gl_crossentropy_forward_backward(float *losses, float *logits, const int32_t *targets,
+                                       const float *mask, float dloss, int N, int V) {
+    const row_ops *ops = active_ops();
+    const long count = mask_count(mask, N);
+    const float g = count ? (float)((double)dloss / count) : 0.0f;
+    double total = 0.0;
+    float rowloss[CE_BLOCK];
+    for (int n0 = 0; n0 < N; n0 += CE_BLOCK) {
+        int nb = N - n0 < CE_BLOCK ? N - n0 : CE_BLOCK;
+#pragma omp parallel for schedule(static) if ((size_t)nb * V >= GL_PAR_MIN)
+        for (int i = 0; i < nb; i++) {
+            int n = n0 + i;
+            float *x = logits + (size_t)n * V;
+            if (count == 0 || (mask && mask[n] == 0.0f)) {
+                rowloss[i] = 0.0f;
+                memset(x, 0, sizeof(float) * (size_t)V);
+            } else {
+                rowloss[i] = ops->ce_loss_grad(x, targets[n], g, V);
+            }
+        }
+        for (int i = 0; i < nb; i++) { /* in row order, whatever the thread count */
+            int n = n0 + i;
+            if (!mask || mask[n] != 0.0f) total += rowloss[i];
+            if (losses) losses[n] = rowloss[i];
+        }
+    }
+    return count ? (float)(total / count) : NAN;
 }
 
 /* ---- log-probabilities and entropy --------------------------------------------------- */

@@ -317,9 +317,8 @@ void gl_model_forward(gl_model *m, const int32_t *idx, int B, int T, int with_lo
 
 float gl_model_loss(gl_model *m, const int32_t *targets, const float *mask) {
     const int N = m->B * m->T, V = m->cfg.vocab_size;
-    float loss = gl_crossentropy_forward(NULL, m->logits, targets, mask, N, V);
     /* the gradient overwrites the logits, row by row: no second (N,V) buffer */
-    gl_crossentropy_backward(m->logits, m->logits, targets, mask, 1.0f, N, V);
+    float loss = gl_crossentropy_forward_backward(NULL, m->logits, targets, mask, 1.0f, N, V);
     m->have_logits = 0;
     return loss;
 }

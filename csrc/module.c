@@ -1165,6 +1165,31 @@ static PyObject *py_crossentropy_backward(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* crossentropy_forward_backward(losses|None, logits, targets, mask|None, dloss) -> mean loss;
+ * the gradient for dloss overwrites logits (the training step's loss, one pass). */
+static PyObject *py_crossentropy_forward_backward(PyObject *self, PyObject *args) {
+    PyObject *olosses, *ologits, *otargets, *omask;
+    float dloss;
+    if (!PyArg_ParseTuple(args, "OOOOf", &olosses, &ologits, &otargets, &omask, &dloss))
+        return NULL;
+    PyArrayObject *logits, *targets;
+    if (loss_logits(ologits, otargets, &logits, &targets)) return NULL;
+    if (!arr_check(ologits, "logits", NPY_FLOAT32, 2, 1)) return NULL; /* and writable */
+    int N = (int)PyArray_DIM(logits, 0), V = (int)PyArray_DIM(logits, 1);
+    float *mask, *losses;
+    if (loss_opt_vec(omask, "mask", N, 0, &mask) || loss_opt_vec(olosses, "losses", N, 1, &losses) ||
+        loss_range(dloss, "dloss", -GL_FLT_MAX, GL_FLT_MAX))
+        return NULL;
+    if (losses && loss_disjoint((PyArrayObject *)olosses, "losses", logits, "logits")) return NULL;
+    float *x = PyArray_DATA(logits);
+    const int32_t *t = PyArray_DATA(targets);
+    float loss;
+    Py_BEGIN_ALLOW_THREADS;
+    loss = gl_crossentropy_forward_backward(losses, x, t, mask, dloss, N, V);
+    Py_END_ALLOW_THREADS;
+    return PyFloat_FromDouble(loss);
+}
+
 /* logprobs_forward(logp, entropy|None, logits, targets, temperature). */
 static PyObject *py_logprobs_forward(PyObject *self, PyObject *args) {
     PyObject *ologp, *oent, *ologits, *otargets;
@@ -2086,6 +2111,9 @@ static PyMethodDef core_methods[] = {
      "crossentropy_forward(losses|None, logits, targets, mask|None) -> mean loss."},
     {"crossentropy_backward", py_crossentropy_backward, METH_VARARGS,
      "crossentropy_backward(dlogits, logits, targets, mask|None, dloss): dlogits += grad."},
+    {"crossentropy_forward_backward", py_crossentropy_forward_backward, METH_VARARGS,
+     "crossentropy_forward_backward(losses|None, logits, targets, mask|None, dloss) -> mean "
+     "loss; the gradient overwrites logits."},
     {"logprobs_forward", py_logprobs_forward, METH_VARARGS,
      "logprobs_forward(logp, entropy|None, logits, targets, temperature)."},
     {"logprobs_backward", py_logprobs_backward, METH_VARARGS,

@@ -246,6 +246,62 @@ def test_crossentropy_same_bits_for_any_thread_count_and_isa():
             np.testing.assert_array_equal(a, b)
 
 
+def isa_paths() -> list[str]:
+    """The loss kernels' builds this CPU runs, narrowest first."""
+    paths = []
+    for path in ("portable", "avx2", "avx512"):
+        try:
+            _core.losses_set_isa(path)
+            paths.append(path)
+        except ValueError:
+            pass
+    _core.losses_set_isa("auto")
+    return paths
+
+
+@pytest.mark.parametrize("N,V", [(1, 1), (7, 17), (65, 63), (300, 1000), (257, 2048)])
+def test_crossentropy_forward_backward_is_the_two_passes_bit_for_bit(N, V):
+    """The training step's one-pass loss: the same loss, per-row losses and gradient as
+    crossentropy_forward then the in-place crossentropy_backward, on every ISA, any mask."""
+    rng = np.random.default_rng(N * V)
+    x, t = rand(rng, N, V, scale=3.0), rng.integers(0, V, N).astype(np.int32)
+    masks = [None, rand_mask(rng, N).astype(np.float32), np.zeros(N, np.float32)]
+    try:
+        for path, mask in itertools.product(isa_paths(), masks):
+            _core.losses_set_isa(path)
+            rows_ref = np.zeros(N, np.float32)
+            loss_ref = _core.crossentropy_forward(rows_ref, x, t, mask)
+            grad_ref = x.copy()
+            _core.crossentropy_backward(grad_ref, grad_ref, t, mask, 1.5)
+            rows, grad = np.full(N, 7.0, np.float32), x.copy()
+            loss = _core.crossentropy_forward_backward(rows, grad, t, mask, 1.5)
+            assert loss == loss_ref or (np.isnan(loss) and np.isnan(loss_ref))
+            np.testing.assert_array_equal(rows, rows_ref)
+            np.testing.assert_array_equal(grad, grad_ref)
+    finally:
+        _core.losses_set_isa("auto")
+    # and against the float64 references
+    grad = x.copy()
+    loss = _core.crossentropy_forward_backward(None, grad, t, None, 1.0)
+    assert abs(loss - ref_ce(x, t)) <= 1e-5 * max(1.0, abs(loss))
+    assert_close(grad, ref_ce_grad(x, t))
+
+
+def test_crossentropy_forward_backward_rejects_bad_input():
+    x, t = np.zeros((4, 5), np.float32), np.zeros(4, np.int32)
+    with pytest.raises(ValueError, match="targets"):
+        _core.crossentropy_forward_backward(None, x, t + 5, None, 1.0)
+    with pytest.raises(ValueError, match="logits"):
+        _core.crossentropy_forward_backward(None, np.full((4, 5), np.nan, np.float32), t, None,
+                                            1.0)
+    ro = x.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="logits"):
+        _core.crossentropy_forward_backward(None, ro, t, None, 1.0)
+    with pytest.raises(TypeError, match="float32"):
+        _core.crossentropy_forward_backward(None, x.astype(np.float64), t, None, 1.0)
+
+
 # ---- log-probabilities and entropy -------------------------------------------------------
 
 
