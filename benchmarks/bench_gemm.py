@@ -176,6 +176,11 @@ def main() -> int:
     with threadpool_limits(limits=nt, user_api="blas"):
         info["num_threads"] = next((i.get("num_threads") for i in threadpool_info()
                                     if i.get("user_api") == "blas"), None)
+        # Untimed: both libraries in turn on the first shape for a few seconds, so that the
+        # first rows are not timed on a machine still settling (in a full suite run at
+        # ac041f6 the first two rows had numpy at half its later speed).
+        ours, theirs, _, _ = operands(CASES[0], ms[0], *kns[0], rng)
+        time_pair(ours, theirs, repeat=1, rounds=4)
         for M in ms:
             for K, N in kns:
                 for case in CASES:
