@@ -301,11 +301,16 @@ static long mask_count(const float *mask, int N) {
 
 /* ---- cross-entropy ------------------------------------------------------------------- */
 
-float gl_crossentropy_forward(float *losses, const float *logits, const int32_t *targets,
-                              const float *mask, int N, int V) {
+/* The row loop of both cross-entropy forward passes: each row's loss (0 where masked) in
+ * blocks of CE_BLOCK rows, summed serially in row order. With grad == NULL the logits are only
+ * read; with grad == logits each selected row is turned into its gradient for dloss (and a
+ * masked row into zeros) as its loss is taken. */
+static float ce_rows(float *losses, const float *logits, float *grad, const int32_t *targets,
+                     const float *mask, float dloss, int N, int V) {
     const row_ops *ops = active_ops();
+    const long count = mask_count(mask, N);
+    const float g = count ? (float)((double)dloss / count) : 0.0f; /* weight of one row */
     double total = 0.0;
-    long count = 0;
     float rowloss[CE_BLOCK];
     for (int n0 = 0; n0 < N; n0 += CE_BLOCK) {
         int nb = N - n0 < CE_BLOCK ? N - n0 : CE_BLOCK;
@@ -313,18 +318,27 @@ float gl_crossentropy_forward(float *losses, const float *logits, const int32_t 
         for (int i = 0; i < nb; i++) {
             int n = n0 + i;
             int skip = mask && mask[n] == 0.0f;
-            rowloss[i] = skip ? 0.0f : ops->ce_loss(logits + (size_t)n * V, targets[n], V);
+            if (!grad)
+                rowloss[i] = skip ? 0.0f : ops->ce_loss(logits + (size_t)n * V, targets[n], V);
+            else if (skip) {
+                rowloss[i] = 0.0f;
+                memset(grad + (size_t)n * V, 0, sizeof(float) * (size_t)V);
+            } else {
+                rowloss[i] = ops->ce_loss_grad(grad + (size_t)n * V, targets[n], g, V);
+            }
         }
         for (int i = 0; i < nb; i++) { /* in row order, whatever the thread count */
             int n = n0 + i;
-            if (!mask || mask[n] != 0.0f) {
-                total += rowloss[i];
-                count++;
-            }
+            if (!mask || mask[n] != 0.0f) total += rowloss[i];
             if (losses) losses[n] = rowloss[i];
         }
     }
     return count ? (float)(total / count) : NAN;
+}
+
+float gl_crossentropy_forward(float *losses, const float *logits, const int32_t *targets,
+                              const float *mask, int N, int V) {
+    return ce_rows(losses, logits, NULL, targets, mask, 0.0f, N, V);
 }
 
 void gl_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets,
@@ -349,31 +363,7 @@ void gl_crossentropy_backward(float *dlogits, const float *logits, const int32_t
  * once and exponentiated once instead of twice (the training step's loss). */
 float gl_crossentropy_forward_backward(float *losses, float *logits, const int32_t *targets,
                                        const float *mask, float dloss, int N, int V) {
-    const row_ops *ops = active_ops();
-    const long count = mask_count(mask, N);
-    const float g = count ? (float)((double)dloss / count) : 0.0f;
-    double total = 0.0;
-    float rowloss[CE_BLOCK];
-    for (int n0 = 0; n0 < N; n0 += CE_BLOCK) {
-        int nb = N - n0 < CE_BLOCK ? N - n0 : CE_BLOCK;
-#pragma omp parallel for schedule(static) if ((size_t)nb * V >= GL_PAR_MIN)
-        for (int i = 0; i < nb; i++) {
-            int n = n0 + i;
-            float *x = logits + (size_t)n * V;
-            if (count == 0 || (mask && mask[n] == 0.0f)) {
-                rowloss[i] = 0.0f;
-                memset(x, 0, sizeof(float) * (size_t)V);
-            } else {
-                rowloss[i] = ops->ce_loss_grad(x, targets[n], g, V);
-            }
-        }
-        for (int i = 0; i < nb; i++) { /* in row order, whatever the thread count */
-            int n = n0 + i;
-            if (!mask || mask[n] != 0.0f) total += rowloss[i];
-            if (losses) losses[n] = rowloss[i];
-        }
-    }
-    return count ? (float)(total / count) : NAN;
+    return ce_rows(losses, logits, logits, targets, mask, dloss, N, V);
 }
 
 /* ---- log-probabilities and entropy --------------------------------------------------- */

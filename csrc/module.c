@@ -1102,10 +1102,11 @@ static int loss_range(double x, const char *name, double lo, double hi) {
     return 0;
 }
 
-/* The logits (N, V) of a row-wise loss and its targets (N) int32 in [0, V). */
-static int loss_logits(PyObject *ol, PyObject *ot, PyArrayObject **logits,
+/* The logits (N, V) of a row-wise loss (writable if it is to hold the gradient) and its
+ * targets (N) int32 in [0, V). */
+static int loss_logits(PyObject *ol, PyObject *ot, int writable, PyArrayObject **logits,
                        PyArrayObject **targets) {
-    *logits = arr_check(ol, "logits", NPY_FLOAT32, 2, 0);
+    *logits = arr_check(ol, "logits", NPY_FLOAT32, 2, writable);
     if (!*logits) return -1;
     npy_intp N = PyArray_DIM(*logits, 0), V = PyArray_DIM(*logits, 1);
     if (N < 1 || V < 1 || N > INT32_MAX || V > INT32_MAX) {
@@ -1125,7 +1126,7 @@ static PyObject *py_crossentropy_forward(PyObject *self, PyObject *args) {
     PyObject *olosses, *ologits, *otargets, *omask;
     if (!PyArg_ParseTuple(args, "OOOO", &olosses, &ologits, &otargets, &omask)) return NULL;
     PyArrayObject *logits, *targets;
-    if (loss_logits(ologits, otargets, &logits, &targets)) return NULL;
+    if (loss_logits(ologits, otargets, 0, &logits, &targets)) return NULL;
     int N = (int)PyArray_DIM(logits, 0), V = (int)PyArray_DIM(logits, 1);
     float *mask, *losses;
     if (loss_opt_vec(omask, "mask", N, 0, &mask) || loss_opt_vec(olosses, "losses", N, 1, &losses))
@@ -1147,7 +1148,7 @@ static PyObject *py_crossentropy_backward(PyObject *self, PyObject *args) {
     float dloss;
     if (!PyArg_ParseTuple(args, "OOOOf", &odl, &ologits, &otargets, &omask, &dloss)) return NULL;
     PyArrayObject *logits, *targets;
-    if (loss_logits(ologits, otargets, &logits, &targets)) return NULL;
+    if (loss_logits(ologits, otargets, 0, &logits, &targets)) return NULL;
     int N = (int)PyArray_DIM(logits, 0), V = (int)PyArray_DIM(logits, 1);
     PyArrayObject *dl = arr_check(odl, "dlogits", NPY_FLOAT32, 2, 1);
     if (!dl || dim_check(dl, "dlogits", 0, N) || dim_check(dl, "dlogits", 1, V)) return NULL;
@@ -1173,8 +1174,7 @@ static PyObject *py_crossentropy_forward_backward(PyObject *self, PyObject *args
     if (!PyArg_ParseTuple(args, "OOOOf", &olosses, &ologits, &otargets, &omask, &dloss))
         return NULL;
     PyArrayObject *logits, *targets;
-    if (loss_logits(ologits, otargets, &logits, &targets)) return NULL;
-    if (!arr_check(ologits, "logits", NPY_FLOAT32, 2, 1)) return NULL; /* and writable */
+    if (loss_logits(ologits, otargets, 1, &logits, &targets)) return NULL;
     int N = (int)PyArray_DIM(logits, 0), V = (int)PyArray_DIM(logits, 1);
     float *mask, *losses;
     if (loss_opt_vec(omask, "mask", N, 0, &mask) || loss_opt_vec(olosses, "losses", N, 1, &losses) ||
@@ -1197,7 +1197,7 @@ static PyObject *py_logprobs_forward(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOOf", &ologp, &oent, &ologits, &otargets, &temperature))
         return NULL;
     PyArrayObject *logits, *targets;
-    if (loss_logits(ologits, otargets, &logits, &targets)) return NULL;
+    if (loss_logits(ologits, otargets, 0, &logits, &targets)) return NULL;
     int N = (int)PyArray_DIM(logits, 0), V = (int)PyArray_DIM(logits, 1);
     PyArrayObject *lp = loss_vec(ologp, "logp", N, 1);
     float *ent;
@@ -1223,7 +1223,7 @@ static PyObject *py_logprobs_backward(PyObject *self, PyObject *args) {
                           &temperature))
         return NULL;
     PyArrayObject *logits, *targets;
-    if (loss_logits(ologits, otargets, &logits, &targets)) return NULL;
+    if (loss_logits(ologits, otargets, 0, &logits, &targets)) return NULL;
     int N = (int)PyArray_DIM(logits, 0), V = (int)PyArray_DIM(logits, 1);
     PyArrayObject *dl = arr_check(odl, "dlogits", NPY_FLOAT32, 2, 1);
     if (!dl || dim_check(dl, "dlogits", 0, N) || dim_check(dl, "dlogits", 1, V) ||

@@ -8,25 +8,14 @@ bitwise reproducible.
 
 import numpy as np
 import pytest
+from isa_paths import available
 
 from gptlab import _core
 
 ALL_ISAS = ["portable", "avx2", "avx512"]
 
 
-def _available_isas() -> list:
-    found = []
-    for name in ALL_ISAS:
-        try:
-            _core.gemm_set_isa(name)
-            found.append(name)
-        except ValueError:
-            pass
-    _core.gemm_set_isa("auto")
-    return found
-
-
-ISAS = _available_isas()
+ISAS = available(_core.gemm_set_isa, ALL_ISAS)
 
 
 @pytest.fixture(params=ALL_ISAS)

@@ -8,6 +8,7 @@ Where torch is installed, attention, layernorm and GELU are also compared with t
 
 import numpy as np
 import pytest
+from isa_paths import available
 
 from gptlab import _core
 
@@ -464,20 +465,8 @@ def test_results_do_not_depend_on_thread_count():
         assert np.array_equal(a, b2) and np.array_equal(b2, c)
 
 
-def _simd_isas() -> list:
-    """The SIMD builds this CPU runs (gl_gemm_set_isa switches the whole core)."""
-    found = []
-    for name in ("avx2", "avx512"):
-        try:
-            _core.gemm_set_isa(name)
-            found.append(name)
-        except ValueError:
-            pass
-    _core.gemm_set_isa("auto")
-    return found
-
-
-SIMD_ISAS = _simd_isas()
+# The SIMD builds this CPU runs (gl_gemm_set_isa switches the whole core).
+SIMD_ISAS = available(_core.gemm_set_isa, ("avx2", "avx512"))
 
 
 def _on_isa(isa, fn):

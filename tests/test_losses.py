@@ -5,6 +5,7 @@ import itertools
 
 import numpy as np
 import pytest
+from isa_paths import available
 
 import gptlab
 from gptlab import _core
@@ -215,18 +216,16 @@ def test_crossentropy_core_in_place_backward_overwrites_logits():
     assert not x[mask == 0].any()  # masked rows become zero gradient, not stale logits
 
 
+def isa_paths() -> list[str]:
+    """The loss kernels' builds this CPU runs, narrowest first."""
+    return available(_core.losses_set_isa, ("portable", "avx2", "avx512"))
+
+
 def test_crossentropy_same_bits_for_any_thread_count_and_isa():
     rng = np.random.default_rng(8)
     x, t = rand(rng, 600, 257, scale=2.0), rng.integers(0, 257, 600).astype(np.int32)
     threads = gptlab.get_num_threads()
-    paths = []
-    for path in ("portable", "avx2", "avx512"):  # the builds this CPU runs
-        try:
-            _core.losses_set_isa(path)
-            paths.append(path)
-        except ValueError:
-            pass
-    _core.losses_set_isa("auto")
+    paths = isa_paths()  # the builds this CPU runs
     assert _core.losses_isa() == paths[-1]  # auto picks the widest
     results = []
     try:
@@ -244,19 +243,6 @@ def test_crossentropy_same_bits_for_any_thread_count_and_isa():
         assert r[0] == results[0][0]
         for a, b in zip(r[1:], results[0][1:]):
             np.testing.assert_array_equal(a, b)
-
-
-def isa_paths() -> list[str]:
-    """The loss kernels' builds this CPU runs, narrowest first."""
-    paths = []
-    for path in ("portable", "avx2", "avx512"):
-        try:
-            _core.losses_set_isa(path)
-            paths.append(path)
-        except ValueError:
-            pass
-    _core.losses_set_isa("auto")
-    return paths
 
 
 @pytest.mark.parametrize("N,V", [(1, 1), (7, 17), (65, 63), (300, 1000), (257, 2048)])
