@@ -16,6 +16,7 @@ blocks of calls, alternating, and the best time is kept (the machine may be shar
 Run (OpenBLAS must pick its kernel for this CPU itself, so unset the overrides):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_gemm.py \
         [--quick] [--threads 2] [--json out.json] [--peak GFLOPS] [--precision bfloat16]
+        [--M 2048] [--kn 384 1152 1536 384]    (other M, and other (K, N) pairs)
 
 --precision bfloat16 times gptlab's bfloat16 products (AVX512-BF16: operands rounded as they
 are packed, float32 sums) against OpenBLAS's float32 ones; "% peak" stays against the float32
@@ -125,6 +126,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="M=2048 and two (K,N) only")
     ap.add_argument("--M", type=int, nargs="+", default=None, help="M values (default: all)")
+    ap.add_argument("--kn", type=int, nargs="+", default=None, metavar="K N",
+                    help="(K, N) pairs, flattened: --kn 384 1152 1536 384 (default: the GPT list)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=0, help="timed calls per shape (0: auto)")
     ap.add_argument("--peak", type=float, default=None, help="FMA peak GFLOP/s (skip measuring)")
@@ -154,7 +157,10 @@ def main() -> int:
         runs = [p for p in (fma_peak(nt) for _ in range(3)) if p]
         peak = max(runs) if runs else None
     ms = args.M or ([2048] if args.quick else M_VALUES)
-    kns = KN_VALUES[:2] if args.quick else KN_VALUES
+    if args.kn and len(args.kn) % 2:
+        ap.error("--kn takes K N pairs: an even count of numbers")
+    kns = (list(zip(args.kn[::2], args.kn[1::2])) if args.kn
+           else KN_VALUES[:2] if args.quick else KN_VALUES)
 
     print(f"gptlab gemm isa: {_core.gemm_isa()}, precision: {_core.gemm_precision()}, "
           f"threads: {nt}, clock: "

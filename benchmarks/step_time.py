@@ -4,6 +4,7 @@ process: the figure behind the OpenMP wait-policy comparison in docs/benchmarks.
     OMP_WAIT_POLICY=passive python benchmarks/step_time.py
     GOMP_SPINCOUNT=30000 python benchmarks/step_time.py
     python benchmarks/step_time.py --scaling [--preset gpt-mini]
+    perf record -e cpu-clock -F 2000 -g python benchmarks/step_time.py --threads 1 --steps 40
 
 --scaling measures thread scaling in one process: blocks of steps on 1 thread and on 2
 alternate (so a slow spell of the machine hits both), and the ratio of the medians is printed.
@@ -34,7 +35,11 @@ def main(steps: int = 15, warmup: int = 3) -> None:
     ap.add_argument("--scaling", action="store_true", help="1 thread against 2, alternating")
     ap.add_argument("--preset", default="small", choices=list(SHAPES))
     ap.add_argument("--rounds", type=int, default=6, help="--scaling: blocks per thread count")
+    ap.add_argument("--threads", type=int, default=None, help="threads (default: gptlab's)")
+    ap.add_argument("--steps", type=int, default=steps, help="timed steps")
     args = ap.parse_args()
+    if args.threads:
+        gl.set_num_threads(args.threads)
     B, T = SHAPES[args.preset]
     cfg = gl.GPTConfig.preset(args.preset, vocab_size=2048)
     model, rng = gl.GPT(cfg, seed=0), np.random.default_rng(0)
@@ -66,12 +71,12 @@ def main(steps: int = 15, warmup: int = 3) -> None:
     for _ in range(warmup):
         step()
     times = []
-    for _ in range(steps):
+    for _ in range(args.steps):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
     print(f"{wait_settings()} threads={gl.get_num_threads()}: "
-          f"{np.median(times) * 1e3:.1f} ms per step (median of {steps})")
+          f"{np.median(times) * 1e3:.1f} ms per step (median of {args.steps})")
 
 
 if __name__ == "__main__":
