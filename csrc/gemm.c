@@ -1020,11 +1020,14 @@ static void sgemm_small(const gemm_job *g) {
  * generation, where M is the batch. Packing B would cost more than multiplying by it, so B is
  * streamed once, straight from memory, and each thread owns a block of columns of C (so the
  * result does not depend on the thread count). No fused multiply-add contraction happens here
- * (ISO C mode), so the AVX2 and the baseline clone give the same bits. The clone is chosen
- * by CPU feature ("avx2"), not by model: an "arch=haswell" clone is picked only on Intel
- * CPUs, and AMD ones ran the SSE2 baseline (gpt-mini B=8 decoding 1.41 -> 1.19-1.35 s). */
+ * (ISO C mode), so every kernel gives the same bits. B not transposed (every decode-step
+ * product): one kernel per instruction set (skinny.h), picked by the GEMM path in force, each
+ * with vectors of its own register width. B transposed: target clones, chosen by CPU feature
+ * ("avx2"), not by model: an "arch=haswell" clone is picked only on Intel CPUs, and AMD ones
+ * ran the SSE2 baseline (gpt-mini B=8 decoding 1.41 -> 1.19-1.35 s). */
 #define SKINNY_M 8
 #define SKINNY_COLS 256
+#define SKINNY_PREFETCH 16 /* B rows ahead (skinny.h) */
 /* A skinny product streams B (K x N) once and does little with each float, so it is threaded
  * by the size of B, not by its multiply-adds: from 128K floats (512 KB, ~50 us to stream on
  * one core) a second thread's share of the memory traffic pays for waking it. */
@@ -1045,75 +1048,77 @@ static inline void skinny_store(float *c, const float *acc, int n, float alpha, 
         for (int j = 0; j < n; j++) c[j] = alpha * acc[j] + beta * c[j];
 }
 
-#if defined(__GNUC__)
-typedef float v16f __attribute__((vector_size(64), aligned(4), may_alias));
-#define SKINNY_ROWS 8 /* rows of C per register block */
-
-/* Rows [i0, i0 + mr) of C[:, jb : jb + 16 nv], mr <= SKINNY_ROWS and nv constants: each row's
- * columns in nv vectors of 16 floats that stay in registers (mr nv <= 16, half the zmm of the
- * AVX-512 clone) while k walks all of K, each B row read once per block. The sums are those
- * of the plain loop: acc += a * b, k in order, no fused multiply-add. */
-static inline __attribute__((always_inline)) void skinny_block(const gemm_job *g, int i0,
-                                                               int jb, const int mr,
-                                                               const int nv) {
-    v16f acc[SKINNY_ROWS][8];
-    for (int i = 0; i < mr; i++)
-        for (int v = 0; v < nv; v++) acc[i][v] = (v16f){0};
-    const float *a = g->A + (size_t)i0 * g->lda, *b = g->B + jb;
-    for (int k = 0; k < g->K; k++, b += g->ldb) {
-        v16f bv[8];
-        for (int v = 0; v < nv; v++) bv[v] = *(const v16f *)(b + 16 * v);
-        for (int i = 0; i < mr; i++) {
-            const float ai = a[(size_t)i * g->lda + k];
-            for (int v = 0; v < nv; v++) acc[i][v] += ai * bv[v];
-        }
-    }
-    for (int i = 0; i < mr; i++)
-        skinny_store(g->C + (size_t)(i0 + i) * g->ldc + jb, (const float *)acc[i], 16 * nv,
-                     g->alpha, g->beta);
-}
-
-/* Rows [i0, i0 + mr) of C over columns [j, j1) in register blocks, as wide as mr allows: a
- * few rows need many independent vectors to hide the latency of the additions. Returns the
- * first column left (fewer than 16 remain). */
-static inline __attribute__((always_inline)) int skinny_rows(const gemm_job *g, int i0, int j,
-                                                             int j1, const int mr) {
-    const int nv = mr <= 2 ? 8 : mr <= 4 ? 4 : 2;
-    for (; j + 16 * nv <= j1; j += 16 * nv) skinny_block(g, i0, j, mr, nv);
-    for (; j + 16 <= j1; j += 16) skinny_block(g, i0, j, mr, 1);
-    return j;
-}
-#endif
-
-/* C[:, j0:j1] for B not transposed: acc (M, cols) += A[i, k] * B[k, j0:j1], k in order.
- * Register blocks of up to 8 rows (skinny_rows); the last few columns in an array. */
-GL_CLONES static void skinny_nn(const gemm_job *g, int j0, int j1) {
+/* Rows [i0, i0 + mr) of C over columns [j, j1) (fewer than SKINNY_COLS) in plain C: the last
+ * few columns, after the register blocks. */
+static void skinny_tail(const gemm_job *g, int i0, int mr, int j, int j1) {
     float acc[SKINNY_COLS];
-    for (int i0 = 0; i0 < g->M; i0 += 8) {
-        const int mr = min_int(8, g->M - i0);
-        int j = j0;
-#if defined(__GNUC__)
-        switch (mr) { /* mr a constant in each call */
-        case 1: j = skinny_rows(g, i0, j0, j1, 1); break;
-        case 2: j = skinny_rows(g, i0, j0, j1, 2); break;
-        case 3: j = skinny_rows(g, i0, j0, j1, 3); break;
-        case 4: j = skinny_rows(g, i0, j0, j1, 4); break;
-        case 5: j = skinny_rows(g, i0, j0, j1, 5); break;
-        case 6: j = skinny_rows(g, i0, j0, j1, 6); break;
-        case 7: j = skinny_rows(g, i0, j0, j1, 7); break;
-        default: j = skinny_rows(g, i0, j0, j1, 8); break;
+    const int n = j1 - j;
+    for (int i = i0; i < i0 + mr && n > 0; i++) {
+        for (int c = 0; c < n; c++) acc[c] = 0.0f;
+        for (int k = 0; k < g->K; k++) {
+            const float a = g->A[(size_t)i * g->lda + k], *b = g->B + (size_t)k * g->ldb + j;
+            for (int c = 0; c < n; c++) acc[c] += a * b[c];
         }
-#endif
-        const int n = j1 - j;
-        for (int i = i0; i < i0 + mr && n > 0; i++) {
-            for (int c = 0; c < n; c++) acc[c] = 0.0f;
-            for (int k = 0; k < g->K; k++) {
-                const float a = g->A[(size_t)i * g->lda + k], *b = g->B + (size_t)k * g->ldb + j;
-                for (int c = 0; c < n; c++) acc[c] += a * b[c];
-            }
-            skinny_store(g->C + (size_t)i * g->ldc + j, acc, n, g->alpha, g->beta);
-        }
+        skinny_store(g->C + (size_t)i * g->ldc + j, acc, n, g->alpha, g->beta);
     }
+}
+
+/* C[:, j0:j1] for B not transposed: acc (M, cols) += A[i, k] * B[k, j0:j1], k in order. */
+typedef void (*skinny_fn)(const gemm_job *g, int j0, int j1);
+
+#if GL_X86
+#define SK_CAT2(a, b) a##b
+#define SK_CAT(a, b) SK_CAT2(a, b)
+typedef float v16f __attribute__((vector_size(64), aligned(4), may_alias)); /* one zmm */
+typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));  /* one ymm */
+
+#define SK_NAME skinny_nn_avx2
+#define SK_TARGET "avx2"
+#define SK_VEC v8f
+#define SK_LANES 8
+#define SK_ACC 8
+#include "skinny.h"
+#undef SK_NAME
+#undef SK_TARGET
+#undef SK_VEC
+#undef SK_LANES
+#undef SK_ACC
+
+#ifndef GL_GEMM_EMULATE_AVX512
+#define SK_NAME skinny_nn_avx512
+#define SK_TARGET "avx512f"
+#define SK_VEC v16f
+#define SK_LANES 16
+#define SK_ACC 16
+#include "skinny.h"
+#undef SK_NAME
+#undef SK_TARGET
+#undef SK_VEC
+#undef SK_LANES
+#undef SK_ACC
+#endif
+#endif /* GL_X86 */
+
+/* The plain-C skinny product (builds without the x86 kernels; the skinny path is only taken
+ * on a SIMD path, so this is a fallback that keeps the dispatch total). */
+static void skinny_nn_plain(const gemm_job *g, int j0, int j1) {
+    for (int i0 = 0; i0 < g->M; i0 += SKINNY_M)
+        for (int j = j0; j < j1; j += SKINNY_COLS)
+            skinny_tail(g, i0, min_int(SKINNY_M, g->M - i0), j, min_int(j1, j + SKINNY_COLS));
+}
+
+/* The B-not-transposed kernel of the path in force: the AVX-512 one on the AVX-512 and
+ * bfloat16 paths (real AVX-512 only: the emulated test build runs the AVX2 one), else AVX2. */
+static skinny_fn skinny_nn_for(const isa_desc *d) {
+#if GL_X86
+#ifndef GL_GEMM_EMULATE_AVX512
+    if (d == &isa_table[ISA_AVX512] || strcmp(d->name, "avx512bf16") == 0)
+        return skinny_nn_avx512;
+#endif
+    if (strcmp(d->name, "portable") != 0) return skinny_nn_avx2;
+#endif
+    (void)d;
+    return skinny_nn_plain;
 }
 
 /* C[:, j0:j1] for B transposed: dot products of rows of A with rows of B, 8 partial sums
@@ -1139,6 +1144,7 @@ GL_CLONES static void skinny_nt(const gemm_job *g, int j0, int j1) {
  * walked in blocks of at most SKINNY_COLS. Equal shares matter: N = 1152 (a qkv product) in
  * fixed blocks of 256 split 3:2 between two threads. */
 static void sgemm_skinny(const gemm_job *g, int nth) {
+    const skinny_fn nn = skinny_nn_for(g->d);
 #pragma omp parallel num_threads(nth) if (nth > 1)
     {
 #ifdef _OPENMP
@@ -1151,7 +1157,7 @@ static void sgemm_skinny(const gemm_job *g, int nth) {
         for (int j0 = c0; j0 < c1; j0 += SKINNY_COLS) {
             const int j1 = min_int(c1, j0 + SKINNY_COLS);
             if (g->transB) skinny_nt(g, j0, j1);
-            else skinny_nn(g, j0, j1);
+            else nn(g, j0, j1);
         }
     }
 }

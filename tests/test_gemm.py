@@ -152,6 +152,31 @@ def test_sgemm_skinny_decode_products_for_every_row_count(isa, tb, threads):
             np.testing.assert_array_equal(_check(0, tb, A, B, C0, -0.5, 1.0), one)
 
 
+def test_sgemm_skinny_products_are_the_k_ordered_float32_sums(isa, threads):
+    """Each SIMD path has its own decode-step kernel (vectors of its register width, blocks
+    of its register count), and all promise the plain loop's bits: acc += a * b in float32, k
+    ascending, no fused multiply-add, then alpha * acc + beta * C. NumPy's float32 multiply
+    and add round the same way, so this is an exact reference on every path."""
+    if isa == "portable":
+        pytest.skip("the portable path has no skinny kernel")
+    rng = np.random.default_rng(31)
+    for M, N, K in [(1, 1153, 200), (3, 200, 97), (5, 77, 130), (8, 512, 300), (8, 1100, 64)]:
+        A, B = _operands(rng, M, N, K, 0, 0)
+        C0 = rng.standard_normal((M, N)).astype(np.float32)
+        acc = np.zeros((M, N), np.float32)
+        for k in range(K):
+            acc = acc + A[:, k:k + 1] * B[k]
+        alpha, beta = np.float32(-0.5), np.float32(1.0)
+        for n in (1, 2):
+            _core.set_num_threads(n)
+            C = C0.copy()
+            _core.sgemm(0, 0, A, B, C, float(alpha), float(beta))
+            np.testing.assert_array_equal(C, alpha * acc + beta * C0)
+            C = np.full((M, N), np.nan, np.float32)
+            _core.sgemm(0, 0, A, B, C, 1.0, 0.0)
+            np.testing.assert_array_equal(C, acc)
+
+
 def _at_offset(a: np.ndarray, offset: int) -> np.ndarray:
     """A C-contiguous copy of a that starts `offset` floats past a 64-byte boundary."""
     buf = np.empty(a.size + 32, np.float32)
