@@ -7,6 +7,10 @@ products per training step, each 2*M*K*N FLOPs:
     NT  backward   dx = dy @ W^T     (M, N) @ (N, K)   W read transposed
     TN  backward   dW = x^T @ dy     (K, M) @ (M, N)   x read transposed, inner dim B*T
 
+A second table times the decode step's products (generation with the KV cache): x is one row
+per sequence, M = batch in {1, 8}, NN only; gptlab streams W once through register blocks
+instead of packing it (the "skinny" kernels).
+
 Both libraries run on the same arrays, writing into preallocated outputs, with the same
 thread count (gptlab via set_num_threads, OpenBLAS via threadpoolctl). Each library runs in
 blocks of calls, alternating, and the best time is kept (the machine may be shared).
@@ -44,6 +48,7 @@ from gptlab import _core  # noqa: E402
 M_VALUES = [256, 2048, 8192]
 KN_VALUES = [(768, 2304), (768, 3072), (3072, 768), (384, 1152)]
 CASES = ["NN", "NT", "TN"]
+DECODE_M = [1, 8]
 
 
 def fma_peak(threads: int) -> float | None:
@@ -206,6 +211,26 @@ def main() -> int:
                     print(f"| {M} | {K} | {N} | {case} | {g_ours:.1f} | {g_np:.1f} | "
                           f"{row['ratio']:.2f} | {pct} |", flush=True)
 
+        # the decode step's products: M = batch rows, x @ W only
+        decode = []
+        print()
+        print("Decode-step products (M = batch, NN):")
+        print()
+        print("| M | K | N | gptlab GFLOP/s | numpy GFLOP/s | ratio |")
+        print("|" + "---|" * 6)
+        for M in ([8] if args.quick else DECODE_M):
+            for K, N in kns:
+                ours, theirs, out, out2 = operands("NN", M, K, N, rng)
+                flops = 2.0 * M * K * N
+                t_ours, t_np = time_pair(ours, theirs, repeat=args.repeat or 8, clock=clock)
+                g_ours, g_np = flops / t_ours / 1e9, flops / t_np / 1e9
+                err = float(np.abs(out - out2).max() / (np.abs(out2).max() + 1e-30))
+                decode.append({"M": M, "K": K, "N": N, "case": "NN", "gptlab_gflops": g_ours,
+                               "numpy_gflops": g_np, "ratio": g_ours / g_np,
+                               "max_rel_diff": err})
+                print(f"| {M} | {K} | {N} | {g_ours:.1f} | {g_np:.1f} | {g_ours / g_np:.2f} |",
+                      flush=True)
+
     # thread scaling of gptlab alone: one thread against nt threads on a large shape
     scaling = None
     if nt > 1:
@@ -226,6 +251,9 @@ def main() -> int:
         low = min(big, key=lambda r: r["gptlab_pct_peak"])
         print(f"lowest % of FMA peak at M >= 2048: {low['gptlab_pct_peak']:.0f}% at M={low['M']} "
               f"K={low['K']} N={low['N']} {low['case']}  (target >= 70%)")
+    low_dec = min(decode, key=lambda r: r["ratio"])
+    print(f"worst decode-step ratio: {low_dec['ratio']:.2f} at M={low_dec['M']} "
+          f"K={low_dec['K']} N={low_dec['N']}")
     if scaling:
         print(f"thread scaling (M=2048 K=768 N=2304 NN): {nt} threads = {scaling:.2f}x one thread")
 
@@ -236,7 +264,7 @@ def main() -> int:
                   "blas": {k: info.get(k) for k in ("internal_api", "version", "architecture",
                                                     "threading_layer", "num_threads")},
                   "numpy": np.__version__, "machine": platform.processor() or platform.machine(),
-                  "thread_scaling": scaling, "rows": rows}
+                  "thread_scaling": scaling, "rows": rows, "decode_rows": decode}
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
         print(f"wrote {args.json}")
