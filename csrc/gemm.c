@@ -1028,6 +1028,8 @@ static void sgemm_small(const gemm_job *g) {
 #define SKINNY_M 8
 #define SKINNY_COLS 256
 #define SKINNY_PREFETCH 16 /* B rows ahead (skinny.h) */
+#define SKINNY_KG 8          /* M = 1: B rows per pass (skinny.h; 8 measured ahead of 4) */
+#define SKINNY_ROW_COLS 1024 /* M = 1: columns per pass */
 /* A skinny product streams B (K x N) once and does little with each float, so it is threaded
  * by the size of B, not by its multiply-adds: from 128K floats (512 KB, ~50 us to stream on
  * one core) a second thread's share of the memory traffic pays for waking it. */
@@ -1141,7 +1143,7 @@ GL_CLONES static void skinny_nt(const gemm_job *g, int j0, int j1) {
 }
 
 /* Each thread takes an equal share of the columns (a multiple of 16, so vectors stay whole),
- * walked in blocks of at most SKINNY_COLS. Equal shares matter: N = 1152 (a qkv product) in
+ * walked in blocks of its kernel's own (skinny_nt: SKINNY_COLS). Equal shares matter: N = 1152 (a qkv product) in
  * fixed blocks of 256 split 3:2 between two threads. */
 static void sgemm_skinny(const gemm_job *g, int nth) {
     const skinny_fn nn = skinny_nn_for(g->d);
@@ -1154,11 +1156,11 @@ static void sgemm_skinny(const gemm_job *g, int nth) {
 #endif
         const int share = ceil_div(ceil_div(g->N, team), 16) * 16;
         const int c0 = min_int(g->N, t * share), c1 = min_int(g->N, c0 + share);
-        for (int j0 = c0; j0 < c1; j0 += SKINNY_COLS) {
-            const int j1 = min_int(c1, j0 + SKINNY_COLS);
-            if (g->transB) skinny_nt(g, j0, j1);
-            else nn(g, j0, j1);
-        }
+        if (!g->transB)
+            nn(g, c0, c1);
+        else
+            for (int j0 = c0; j0 < c1; j0 += SKINNY_COLS)
+                skinny_nt(g, j0, min_int(c1, j0 + SKINNY_COLS));
     }
 }
 

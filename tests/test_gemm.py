@@ -160,7 +160,11 @@ def test_sgemm_skinny_products_are_the_k_ordered_float32_sums(isa, threads):
     if isa == "portable":
         pytest.skip("the portable path has no skinny kernel")
     rng = np.random.default_rng(31)
-    for M, N, K in [(1, 1153, 200), (3, 200, 97), (5, 77, 130), (8, 512, 300), (8, 1100, 64)]:
+    # M = 1 with B rows a multiple of 4 KB apart has its own kernel (8 rows of B streamed at a
+    # time, 1024 columns per pass): N = 2048 and 3072 with K not a multiple of 8, on 1 thread
+    # (two passes) and 2
+    for M, N, K in [(1, 1153, 200), (1, 2048, 203), (1, 3072, 64), (1, 300, 130), (3, 200, 97),
+                    (5, 77, 130), (8, 512, 300), (8, 1100, 64)]:
         A, B = _operands(rng, M, N, K, 0, 0)
         C0 = rng.standard_normal((M, N)).astype(np.float32)
         acc = np.zeros((M, N), np.float32)
