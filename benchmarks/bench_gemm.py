@@ -192,24 +192,28 @@ def main() -> int:
         # ac041f6 the first two rows had numpy at half its later speed).
         ours, theirs, _, _ = operands(CASES[0], ms[0], *kns[0], rng)
         time_pair(ours, theirs, repeat=1, rounds=4)
+        def measure(case: str, M: int, K: int, N: int, repeat: int) -> dict:
+            """Both libraries on one product: GFLOP/s, ratio, % of peak, max relative diff."""
+            ours, theirs, out, out2 = operands(case, M, K, N, rng)
+            flops = 2.0 * M * K * N
+            t_ours, t_np = time_pair(ours, theirs, repeat, clock=clock)
+            g_ours, g_np = flops / t_ours / 1e9, flops / t_np / 1e9
+            return {"M": M, "K": K, "N": N, "case": case, "gptlab_gflops": g_ours,
+                    "numpy_gflops": g_np, "ratio": g_ours / g_np,
+                    "gptlab_pct_peak": 100 * g_ours / peak if peak else None,
+                    "numpy_pct_peak": 100 * g_np / peak if peak else None,
+                    "max_rel_diff": float(np.abs(out - out2).max() /
+                                          (np.abs(out2).max() + 1e-30))}
+
         for M in ms:
             for K, N in kns:
                 for case in CASES:
-                    ours, theirs, out, out2 = operands(case, M, K, N, rng)
-                    flops = 2.0 * M * K * N
-                    repeat = args.repeat or max(2, min(8, int(1e10 / flops)))
-                    t_ours, t_np = time_pair(ours, theirs, repeat, clock=clock)
-                    err = float(np.abs(out - out2).max() / (np.abs(out2).max() + 1e-30))
-                    g_ours, g_np = flops / t_ours / 1e9, flops / t_np / 1e9
-                    row = {"M": M, "K": K, "N": N, "case": case, "gptlab_gflops": g_ours,
-                           "numpy_gflops": g_np, "ratio": g_ours / g_np,
-                           "gptlab_pct_peak": 100 * g_ours / peak if peak else None,
-                           "numpy_pct_peak": 100 * g_np / peak if peak else None,
-                           "max_rel_diff": err}
+                    repeat = args.repeat or max(2, min(8, int(1e10 / (2.0 * M * K * N))))
+                    row = measure(case, M, K, N, repeat)
                     rows.append(row)
                     pct = f"{row['gptlab_pct_peak']:.0f}%" if peak else "-"
-                    print(f"| {M} | {K} | {N} | {case} | {g_ours:.1f} | {g_np:.1f} | "
-                          f"{row['ratio']:.2f} | {pct} |", flush=True)
+                    print(f"| {M} | {K} | {N} | {case} | {row['gptlab_gflops']:.1f} | "
+                          f"{row['numpy_gflops']:.1f} | {row['ratio']:.2f} | {pct} |", flush=True)
 
         # the decode step's products: M = batch rows, x @ W only
         decode = []
@@ -220,16 +224,10 @@ def main() -> int:
         print("|" + "---|" * 6)
         for M in ([8] if args.quick else DECODE_M):
             for K, N in kns:
-                ours, theirs, out, out2 = operands("NN", M, K, N, rng)
-                flops = 2.0 * M * K * N
-                t_ours, t_np = time_pair(ours, theirs, repeat=args.repeat or 8, clock=clock)
-                g_ours, g_np = flops / t_ours / 1e9, flops / t_np / 1e9
-                err = float(np.abs(out - out2).max() / (np.abs(out2).max() + 1e-30))
-                decode.append({"M": M, "K": K, "N": N, "case": "NN", "gptlab_gflops": g_ours,
-                               "numpy_gflops": g_np, "ratio": g_ours / g_np,
-                               "max_rel_diff": err})
-                print(f"| {M} | {K} | {N} | {g_ours:.1f} | {g_np:.1f} | {g_ours / g_np:.2f} |",
-                      flush=True)
+                row = measure("NN", M, K, N, args.repeat or 8)
+                decode.append(row)
+                print(f"| {M} | {K} | {N} | {row['gptlab_gflops']:.1f} | "
+                      f"{row['numpy_gflops']:.1f} | {row['ratio']:.2f} |", flush=True)
 
     # thread scaling of gptlab alone: one thread against nt threads on a large shape
     scaling = None
