@@ -369,9 +369,9 @@ def kernel_breakdown(cfg: dict, B: int, T: int, reps: int = 5) -> dict:
                dx, dwc, dbc, x, x, w, mean, rstd), 2 * L + 1),
            ("attention", "attention fwd", lambda: _core.attention_forward(qkv, NH), L),
            ("attention", "attention bwd", lambda: _core.attention_backward(
-               dqkv, datt, qkv, att, lse, NH), L),
+               dqkv, datt, qkv, att, lse, NH, False), L),
            ("gelu", "gelu fwd", lambda: _core.gelu_forward(h), L),
-           ("gelu", "gelu bwd", lambda: _core.gelu_backward(dh, h, h), L),
+           ("gelu", "gelu bwd", lambda: _core.gelu_backward(dh, h, h, False), L),
            ("residual", "residual fwd", lambda: _core.residual_forward(x, x), 2 * L),
            # the step's one pass: loss, and the gradient written over the logits (timed on
            # its own output after the first call: finite values, the same work)

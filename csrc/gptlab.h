@@ -85,14 +85,15 @@ void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, cons
  * lse: (B, NH, T), the log-sum-exp of each softmax row, saved so the backward pass can
  * rebuild the probabilities without storing the (B, NH, T, T) matrix. */
 void gl_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH);
-/* Gradients of gl_attention_forward: dqkv (B,T,3C) accumulates. */
+/* Gradients of gl_attention_forward: dqkv (B,T,3C) accumulates; accumulate == 0: dqkv is
+ * overwritten (not read). */
 void gl_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
-                           const float *lse, int B, int T, int C, int NH);
+                           const float *lse, int B, int T, int C, int NH, int accumulate);
 
 /* GELU, tanh approximation: out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). (N) each. */
 void gl_gelu_forward(float *out, const float *x, size_t N);
-/* dx += gelu'(x) * dout. */
-void gl_gelu_backward(float *dx, const float *x, const float *dout, size_t N);
+/* dx += gelu'(x) * dout; accumulate == 0: dx = gelu'(x) * dout (dx is not read). */
+void gl_gelu_backward(float *dx, const float *x, const float *dout, size_t N, int accumulate);
 
 /* out = a + b, (N) each. */
 void gl_residual_forward(float *out, const float *a, const float *b, size_t N);

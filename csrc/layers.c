@@ -916,11 +916,12 @@ void gl_attention_forward(float *out, float *lse, const float *qkv, int B, int T
     }
 }
 
-/* Gradients of gl_attention_forward: dqkv (B,T,3C) accumulates; dout, out: (B,T,C).
- * One thread per (b, h): a head only touches its own columns of dqkv, so the threads never
- * write the same element. */
+/* Gradients of gl_attention_forward: dqkv (B,T,3C) accumulates (accumulate == 0: is
+ * overwritten -- each head zeroes its own columns first, so the caller needs no memset); dout,
+ * out: (B,T,C). One thread per (b, h): a head only touches its own columns of dqkv, so the
+ * threads never write the same element. */
 void gl_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
-                           const float *lse, int B, int T, int C, int NH) {
+                           const float *lse, int B, int T, int C, int NH, int accumulate) {
     attn_head_fn head = attn_head_portable;
 #if GL_X86
     const int level = simd_level();
@@ -928,8 +929,17 @@ void gl_attention_backward(float *dqkv, const float *dout, const float *qkv, con
     else if (level == 1) head = attn_head_avx2;
 #endif
     const int pairs = B * NH;
+    const int hs = C / NH;
 #pragma omp parallel for schedule(static)
-    for (int bh = 0; bh < pairs; bh++) head(dqkv, dout, qkv, out, lse, bh / NH, bh % NH, T, C, NH);
+    for (int bh = 0; bh < pairs; bh++) {
+        const int b = bh / NH, h = bh % NH;
+        if (!accumulate)
+            for (int t = 0; t < T; t++)
+                for (int part = 0; part < 3; part++) /* q, k, v */
+                    memset(dqkv + ((size_t)b * T + t) * 3 * C + part * C + h * hs, 0,
+                           hs * sizeof(float));
+        head(dqkv, dout, qkv, out, lse, b, h, T, C, NH);
+    }
 }
 
 /* ---- GELU ------------------------------------------------------------------------------- */
@@ -950,38 +960,41 @@ GL_INLINE void gelu_forward_body(float *restrict out, const float *restrict x, s
 
 /* gelu'(x) = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) du/dx
  *          = sg + 2 x sg (1 - sg) du/dx,  sg = sigmoid(2u), 1 - sg = e sg with e = exp(-2u),
- * du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2); dx += gelu'(x) * dout. */
+ * du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2); dx = (accumulate ? dx : 0) + gelu'(x) * dout
+ * (0 + v, not v: the same bits as accumulating into a zeroed dx, -0 included). */
 GL_INLINE void gelu_backward_body(float *restrict dx, const float *restrict x,
-                                  const float *restrict dout, size_t n) {
+                                  const float *restrict dout, size_t n, int accumulate) {
     for (size_t i = 0; i < n; i++) {
         const float xi = x[i];
         const float u = GELU_K * (xi + GELU_A * xi * xi * xi);
         const float e = exp_f(-2.0f * u);
         const float sg = 1.0f / (1.0f + e);
         const float du = GELU_K * (1.0f + 3.0f * GELU_A * xi * xi);
-        dx[i] += (sg + 2.0f * xi * sg * (e * sg) * du) * dout[i];
+        dx[i] = (accumulate ? dx[i] : 0.0f) + (sg + 2.0f * xi * sg * (e * sg) * du) * dout[i];
     }
 }
 
 static void gelu_forward_portable(float *out, const float *x, size_t n) {
     gelu_forward_body(out, x, n);
 }
-static void gelu_backward_portable(float *dx, const float *x, const float *dout, size_t n) {
-    gelu_backward_body(dx, x, dout, n);
+static void gelu_backward_portable(float *dx, const float *x, const float *dout, size_t n,
+                                   int accumulate) {
+    gelu_backward_body(dx, x, dout, n, accumulate);
 }
 #if GL_X86
 GL_AVX2 static void gelu_forward_avx2(float *out, const float *x, size_t n) {
     gelu_forward_body(out, x, n);
 }
-GL_AVX2 static void gelu_backward_avx2(float *dx, const float *x, const float *dout, size_t n) {
-    gelu_backward_body(dx, x, dout, n);
+GL_AVX2 static void gelu_backward_avx2(float *dx, const float *x, const float *dout, size_t n,
+                                       int accumulate) {
+    gelu_backward_body(dx, x, dout, n, accumulate);
 }
 GL_AVX512 static void gelu_forward_avx512(float *out, const float *x, size_t n) {
     gelu_forward_body(out, x, n);
 }
 GL_AVX512 static void gelu_backward_avx512(float *dx, const float *x, const float *dout,
-                                           size_t n) {
-    gelu_backward_body(dx, x, dout, n);
+                                           size_t n, int accumulate) {
+    gelu_backward_body(dx, x, dout, n, accumulate);
 }
 #endif
 
@@ -1001,9 +1014,10 @@ void gl_gelu_forward(float *out, const float *x, size_t N) {
     }
 }
 
-/* dx += gelu'(x) * dout, (N) each. */
-void gl_gelu_backward(float *dx, const float *x, const float *dout, size_t N) {
-    void (*fn)(float *, const float *, const float *, size_t) = gelu_backward_portable;
+/* dx += gelu'(x) * dout, (N) each; accumulate == 0: dx = gelu'(x) * dout (dx is not read, so
+ * the model's backward pass skips zeroing it: a pass over 4 C floats per token). */
+void gl_gelu_backward(float *dx, const float *x, const float *dout, size_t N, int accumulate) {
+    void (*fn)(float *, const float *, const float *, size_t, int) = gelu_backward_portable;
 #if GL_X86
     const int level = simd_level();
     if (level == 2) fn = gelu_backward_avx512;
@@ -1013,7 +1027,7 @@ void gl_gelu_backward(float *dx, const float *x, const float *dout, size_t N) {
 #pragma omp parallel for schedule(static) if (N >= GL_PAR_MIN)
     for (ptrdiff_t c = 0; c < nchunks; c++) {
         const size_t i0 = (size_t)c * GELU_CHUNK;
-        fn(dx + i0, x + i0, dout + i0, N - i0 < GELU_CHUNK ? N - i0 : GELU_CHUNK);
+        fn(dx + i0, x + i0, dout + i0, N - i0 < GELU_CHUNK ? N - i0 : GELU_CHUNK, accumulate);
     }
 }
 

@@ -360,15 +360,13 @@ void gl_model_backward(gl_model *m, const float *dlogits, const float *dhidden) 
         /* MLP: res3 = res2 + fcproj(gelu(fc(ln2(res2)))); dres holds d res3 = d fcproj */
         linear_backward_set_dx(m->dH1, dw.fcprojw, dw.fcprojb, dres, a->fch_gelu, w.fcprojw,
                                N, 4 * C, C);
-        memset(m->dH2, 0, (size_t)N * 4 * C * sizeof(float));
-        gl_gelu_backward(m->dH2, a->fch, m->dH1, (size_t)N * 4 * C);
+        gl_gelu_backward(m->dH2, a->fch, m->dH1, (size_t)N * 4 * C, 0); /* dH2 written */
         linear_backward_set_dx(m->dC2, dw.fcw, dw.fcb, m->dH2, a->ln2, w.fcw, N, C, 4 * C);
         gl_layernorm_backward(dres, dw.ln2w, dw.ln2b, m->dC2, a->res2, w.ln2w, a->ln2_mean,
                               a->ln2_rstd, N, C); /* dres now holds d res2 */
         /* attention: res2 = x + proj(attn(qkv(ln1(x)))) */
         linear_backward_set_dx(m->dC3, dw.projw, dw.projb, dres, a->atty, w.projw, N, C, C);
-        memset(m->dQKV, 0, NC * 3 * sizeof(float));
-        gl_attention_backward(m->dQKV, m->dC3, a->qkv, a->atty, a->lse, B, T, C, NH);
+        gl_attention_backward(m->dQKV, m->dC3, a->qkv, a->atty, a->lse, B, T, C, NH, 0);
         linear_backward_set_dx(m->dC2, dw.qkvw, dw.qkvb, m->dQKV, a->ln1, w.qkvw, N, C, 3 * C);
         gl_layernorm_backward(dres, dw.ln1w, dw.ln1b, m->dC2, x, w.ln1w, a->ln1_mean,
                               a->ln1_rstd, N, C); /* dres now holds d x */

@@ -490,11 +490,13 @@ static PyObject *py_attention_forward(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NN)", out, lse);
 }
 
-/* attention_backward(dqkv, dout, qkv, out, lse, n_head): dqkv accumulates. */
+/* attention_backward(dqkv, dout, qkv, out, lse, n_head[, accumulate=True]): dqkv accumulates
+ * (or is overwritten). */
 static PyObject *py_attention_backward(PyObject *self, PyObject *args) {
     PyObject *odq, *od, *oq, *oo, *ol;
-    int NH, B, T, C;
-    if (!PyArg_ParseTuple(args, "OOOOOi", &odq, &od, &oq, &oo, &ol, &NH)) return NULL;
+    int NH, B, T, C, accumulate = 1;
+    if (!PyArg_ParseTuple(args, "OOOOOi|p", &odq, &od, &oq, &oo, &ol, &NH, &accumulate))
+        return NULL;
     PyArrayObject *dqkv = arr_check(odq, "dqkv", NPY_FLOAT32, 3, 1);
     if (!dqkv) return NULL;
     PyArrayObject *dout = arr_check(od, "dout", NPY_FLOAT32, 3, 0);
@@ -511,7 +513,8 @@ static PyObject *py_attention_backward(PyObject *self, PyObject *args) {
         dim_check(lse, "lse", 2, T))
         return NULL;
     Py_BEGIN_ALLOW_THREADS;
-    gl_attention_backward(F32(dqkv), F32(dout), F32(qkv), F32(out), F32(lse), B, T, C, NH);
+    gl_attention_backward(F32(dqkv), F32(dout), F32(qkv), F32(out), F32(lse), B, T, C, NH,
+                          accumulate);
     Py_END_ALLOW_THREADS;
     Py_RETURN_NONE;
 }
@@ -531,10 +534,11 @@ static PyObject *py_gelu_forward(PyObject *self, PyObject *args) {
     return (PyObject *)out;
 }
 
-/* gelu_backward(dx, x, dout): dx accumulates. */
+/* gelu_backward(dx, x, dout[, accumulate=True]): dx accumulates (or is overwritten). */
 static PyObject *py_gelu_backward(PyObject *self, PyObject *args) {
     PyObject *odx, *ox, *od;
-    if (!PyArg_ParseTuple(args, "OOO", &odx, &ox, &od)) return NULL;
+    int accumulate = 1;
+    if (!PyArg_ParseTuple(args, "OOO|p", &odx, &ox, &od, &accumulate)) return NULL;
     PyArrayObject *dx = arr_check(odx, "dx", NPY_FLOAT32, -1, 1);
     if (!dx) return NULL;
     PyArrayObject *x = arr_check(ox, "x", NPY_FLOAT32, -1, 0);
@@ -544,7 +548,7 @@ static PyObject *py_gelu_backward(PyObject *self, PyObject *args) {
     if (shape_like(dx, "dx", x, "x") || shape_like(dout, "dout", x, "x")) return NULL;
     size_t N = (size_t)PyArray_SIZE(x);
     Py_BEGIN_ALLOW_THREADS;
-    gl_gelu_backward(F32(dx), F32(x), F32(dout), N);
+    gl_gelu_backward(F32(dx), F32(x), F32(dout), N, accumulate);
     Py_END_ALLOW_THREADS;
     Py_RETURN_NONE;
 }
@@ -2087,12 +2091,14 @@ static PyMethodDef core_methods[] = {
      "qkv (B,T,3C) rows [q|k|v], C % n_head == 0; out (B,T,C); lse (B,n_head,T) the\n"
      "log-sum-exp of each softmax row, which the backward pass uses."},
     {"attention_backward", py_attention_backward, METH_VARARGS,
-     "attention_backward(dqkv, dout, qkv, out, lse, n_head) -> None: ACCUMULATES (+=) the\n"
-     "gradient of attention_forward into dqkv (B,T,3C); dout, out (B,T,C); lse (B,n_head,T)."},
+     "attention_backward(dqkv, dout, qkv, out, lse, n_head, accumulate=True) -> None:\n"
+     "ACCUMULATES (+=) the gradient of attention_forward into dqkv (B,T,3C); dout, out (B,T,C);\n"
+     "lse (B,n_head,T). accumulate=False overwrites dqkv (it is not read)."},
     {"gelu_forward", py_gelu_forward, METH_VARARGS,
      "gelu_forward(x) -> 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), any shape."},
     {"gelu_backward", py_gelu_backward, METH_VARARGS,
-     "gelu_backward(dx, x, dout) -> None: ACCUMULATES dx += gelu'(x) * dout."},
+     "gelu_backward(dx, x, dout, accumulate=True) -> None: ACCUMULATES dx += gelu'(x) * dout; "
+     "accumulate=False overwrites dx = gelu'(x) * dout (dx is not read)."},
     {"residual_forward", py_residual_forward, METH_VARARGS,
      "residual_forward(a, b) -> a + b (same shapes)."},
     {"residual_backward", py_residual_backward, METH_VARARGS,

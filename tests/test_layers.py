@@ -364,6 +364,29 @@ def test_gelu_matches_reference_and_accumulates(shape):
     assert_close(dx - base, want, what="dx")
 
 
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("n", [1, 17, 100_003])
+def test_gelu_backward_without_accumulate_overwrites_dx_with_the_bits_of_a_zeroed_one(isa, n):
+    """accumulate=False (what the model's backward pass uses, skipping a memset of dx) must
+    ignore dx's old contents -- NaN here -- and give exactly the bits of accumulating into
+    zeros, on every SIMD path."""
+    if isa not in ("portable", *SIMD_ISAS):
+        pytest.skip(f"{isa} not available on this CPU")
+    rng = np.random.default_rng(n)
+    x, dout = f32(rng, n, scale=4.0), f32(rng, n)
+    dout[: n // 2] = 0.0  # products of -0 and +0: the sign of zero must match too
+
+    def run():
+        zeroed, garbage = np.zeros(n, np.float32), np.full(n, np.nan, np.float32)
+        _core.gelu_backward(zeroed, x, dout)
+        _core.gelu_backward(garbage, x, dout, False)
+        return zeroed, garbage
+
+    zeroed, overwritten = _on_isa(isa, run)
+    assert np.array_equal(zeroed.view(np.uint32), overwritten.view(np.uint32))
+    assert_close(overwritten, ref_gelu_backward(dout.astype(np.float64), x.astype(np.float64)))
+
 def test_gelu_large_array_runs_parallel_path():
     rng = np.random.default_rng(5)
     x = f32(rng, 100_003, scale=4.0)
@@ -509,6 +532,29 @@ def run_attention(qkv, dout, NH):
     _core.attention_backward(dqkv, dout, qkv, out, lse, NH)
     return out, lse, dqkv
 
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("B,T,C,NH", [(2, 67, 52, 4), (3, 130, 64, 2), (1, 1, 8, 1)])
+def test_attention_backward_without_accumulate_overwrites_dqkv_with_the_bits_of_a_zeroed_one(
+        isa, B, T, C, NH):
+    """accumulate=False (the model's backward pass: each head zeroes its own columns, no memset
+    of the whole buffer) must ignore dqkv's old contents -- NaN here, in every column of q, k
+    and v -- and give exactly the bits of accumulating into zeros."""
+    if isa not in ("portable", *SIMD_ISAS):
+        pytest.skip(f"{isa} not available on this CPU")
+    rng = np.random.default_rng(T)
+    qkv, dout = f32(rng, B, T, 3 * C), f32(rng, B, T, C)
+
+    def run():
+        out, lse = _core.attention_forward(qkv, NH)
+        zeroed, garbage = np.zeros_like(qkv), np.full_like(qkv, np.nan)
+        _core.attention_backward(zeroed, dout, qkv, out, lse, NH)
+        _core.attention_backward(garbage, dout, qkv, out, lse, NH, False)
+        return zeroed, garbage
+
+    zeroed, overwritten = _on_isa(isa, run)
+    assert np.array_equal(zeroed.view(np.uint32), overwritten.view(np.uint32))
 
 # Shapes that take every path of the tiled attention: hs = 32 and 64 (whole register blocks),
 # hs = 130 (the head dimension in chunks of 64), hs = 13 (edge blocks only); T over several
