@@ -943,6 +943,18 @@ static void wait_packed(const gemm_job *g, int u) {
         if ((spins & 255) == 255) GL_YIELD();
 }
 
+/* The end of a parallel region, spun here instead of in libgomp's barrier: a thread done
+ * with its share counts itself in `arrived` and spins (yielding the core now and then) until
+ * all `team` threads have. The others are finishing their last work now, but that can outlast
+ * libgomp's spin (GOMP_SPINCOUNT, ~20-40 us), after which a waiting thread sleeps and costs a
+ * wake-up (~30-50 us on the VM) -- and a late thread then finds the next region's partner
+ * asleep in turn, so short products can fall into a mode where every call pays both. */
+static void team_settle(atomic_int *arrived, int team) {
+    atomic_fetch_add_explicit(arrived, 1, memory_order_acq_rel);
+    for (int spins = 0; atomic_load_explicit(arrived, memory_order_acquire) < team; spins++)
+        if ((spins & 255) == 255) GL_YIELD();
+}
+
 static void gemm_whole(const gemm_job *g, int nth) {
     const isa_desc *d = g->d;
     const int MR = d->mr, NR = d->nr, K = g->K;
@@ -986,14 +998,9 @@ static void gemm_whole(const gemm_job *g, int nth) {
                          p * NR, beta);
         }
     }
-    /* The team's end-of-region barrier, spun here: the others are finishing their last items
-     * (nothing else is left), but one item can outlast libgomp's spin (GOMP_SPINCOUNT, ~20-40
-     * us), after which a waiting thread sleeps and costs a wake-up (~30-50 us on the VM) --
-     * and a late thread then finds the next region's partner asleep too. On Zen 5, one process
-     * alternating the two builds, small preset step on 2 threads: 4-5% faster. */
-    atomic_fetch_add_explicit(g->finished, 1, memory_order_acq_rel);
-    for (int spins = 0; atomic_load_explicit(g->finished, memory_order_acquire) < nth; spins++)
-        if ((spins & 255) == 255) GL_YIELD();
+    /* the last items differ in length (on Zen 5, one process alternating the builds, small
+     * preset step on 2 threads: 4-5% faster with this than with the loop's own barrier) */
+    team_settle(g->finished, nth);
 }
 
 /* Unblocked loops for tiny products (and K == 0, and if the packing buffers cannot be
@@ -1156,6 +1163,8 @@ GL_CLONES static void skinny_nt(const gemm_job *g, int j0, int j1) {
  * fixed blocks of 256 split 3:2 between two threads. */
 static void sgemm_skinny(const gemm_job *g, int nth) {
     const skinny_fn nn = skinny_nn_for(g->d);
+    atomic_int arrived;
+    atomic_init(&arrived, 0);
 #pragma omp parallel num_threads(nth) if (nth > 1)
     {
 #ifdef _OPENMP
@@ -1170,6 +1179,9 @@ static void sgemm_skinny(const gemm_job *g, int nth) {
         else
             for (int j0 = c0; j0 < c1; j0 += SKINNY_COLS)
                 skinny_nt(g, j0, min_int(c1, j0 + SKINNY_COLS));
+        /* a decode-step product takes 10-100 us, as long as one wake-up: on Zen 5, greedy
+         * decoding in one process alternating the builds, small B=1 0.49-0.65x the time */
+        if (team > 1) team_settle(&arrived, team);
     }
 }
 
