@@ -224,9 +224,20 @@ void gl_dpo_backward(float *dpolicy_chosen, float *dpolicy_rejected, const float
  *   p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). */
 void gl_adamw_update(float *p, float *m, float *v, const float *g, float lr, float beta1,
                      float beta2, float eps, float weight_decay, int t, size_t n);
+/* gl_adamw_update on `count` tensors p[k], m[k], v[k], g[k] of n[k] floats with weight decay
+ * weight_decay[k], in one parallel region; each g[k] is first scaled by grad_scale and written
+ * back (gradient clipping fused into the update; 1: g is only read). Elementwise, so the bits
+ * equal gl_scale then gl_adamw_update tensor by tensor. */
+void gl_adamw_update_many(int count, float *const *p, float *const *m, float *const *v,
+                          float *const *g, const size_t *n, const float *weight_decay,
+                          float grad_scale, float lr, float beta1, float beta2, float eps,
+                          int t);
 /* sum_i x_i^2 of x (n), accumulated in double; deterministic for a fixed thread count (each
  * thread sums a fixed contiguous range, the partial sums are added in thread order). */
 double gl_sumsq(const float *x, size_t n);
+/* The sum over k of gl_sumsq(x[k], n[k]), added in k order, with the same bits, in one
+ * parallel region (or one per SUMSQ_PARTIALS / threads tensors). */
+double gl_sumsq_many(int count, const float *const *x, const size_t *n);
 /* x (n) *= s, in place. */
 void gl_scale(float *x, float s, size_t n);
 /* Learning rate at step (0-based): linear warmup lr_max (step + 1) / warmup for step < warmup,

@@ -1546,44 +1546,121 @@ static PyObject *py_losses_set_isa(PyObject *self, PyObject *args) {
 
 /* ==== optim ============================================================================= */
 
+/* Checks one tensor's p, m, v, g for an AdamW step: float32, C-contiguous, the shape of p,
+ * p, m, v writeable (g too if `gwrite`: clipping writes it), no two overlapping. `tag` is ""
+ * or an index "[k]" added to the names in the messages. */
+static int adamw_tensors(PyObject *const o[4], const char *tag, int gwrite,
+                         PyArrayObject *a[4]) {
+    static const char *base[4] = {"p", "m", "v", "g"};
+    char names[4][48];
+    for (int i = 0; i < 4; i++) {
+        snprintf(names[i], sizeof names[i], "%s%s", base[i], tag);
+        a[i] = arr_check(o[i], names[i], NPY_FLOAT32, -1, i < 3 || gwrite);
+        if (!a[i]) return -1;
+        if (i > 0 && !PyArray_SAMESHAPE(a[0], a[i])) {
+            PyErr_Format(PyExc_ValueError, "%s: expected the shape of %s", names[i], names[0]);
+            return -1;
+        }
+        for (int j = 0; j < i; j++)
+            if (loss_disjoint(a[j], names[j], a[i], names[i])) return -1;
+    }
+    return 0;
+}
+
+/* Checks AdamW's hyperparameters (weight decay: the caller's). */
+static int adamw_hyper(float lr, float b1, float b2, float eps, long long t) {
+    if (loss_range(lr, "lr", 0.0, GL_FLT_MAX) || loss_range(b1, "beta1", 0.0, 0.99999994) ||
+        loss_range(b2, "beta2", 0.0, 0.99999994) || loss_range(eps, "eps", 0.0, GL_FLT_MAX))
+        return -1;
+    if (t < 1 || t > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "t: expected a step number >= 1, got %lld", t);
+        return -1;
+    }
+    return 0;
+}
+
 /* adamw_update(p, m, v, g, lr, beta1, beta2, eps, weight_decay, t): one AdamW step in place
  * on p, m, v (float32, same shape, C-contiguous, distinct) from g. */
 static PyObject *py_adamw_update(PyObject *self, PyObject *args) {
-    PyObject *op, *om, *ov, *og;
+    PyObject *o[4];
     float lr, b1, b2, eps, wd;
     long long t;
-    if (!PyArg_ParseTuple(args, "OOOOfffffL", &op, &om, &ov, &og, &lr, &b1, &b2, &eps, &wd, &t))
+    if (!PyArg_ParseTuple(args, "OOOOfffffL", &o[0], &o[1], &o[2], &o[3], &lr, &b1, &b2, &eps,
+                          &wd, &t))
         return NULL;
-    PyArrayObject *p = arr_check(op, "p", NPY_FLOAT32, -1, 1);
-    PyArrayObject *m = p ? arr_check(om, "m", NPY_FLOAT32, -1, 1) : NULL;
-    PyArrayObject *v = m ? arr_check(ov, "v", NPY_FLOAT32, -1, 1) : NULL;
-    PyArrayObject *g = v ? arr_check(og, "g", NPY_FLOAT32, -1, 0) : NULL;
-    if (!g) return NULL;
-    PyArrayObject *arrs[4] = {p, m, v, g};
-    const char *names[4] = {"p", "m", "v", "g"};
-    for (int i = 1; i < 4; i++) {
-        if (!PyArray_SAMESHAPE(p, arrs[i])) {
-            PyErr_Format(PyExc_ValueError, "%s: expected the shape of p", names[i]);
-            return NULL;
-        }
-        for (int j = 0; j < i; j++)
-            if (loss_disjoint(arrs[j], names[j], arrs[i], names[i])) return NULL;
-    }
-    if (loss_range(lr, "lr", 0.0, GL_FLT_MAX) || loss_range(b1, "beta1", 0.0, 0.99999994) ||
-        loss_range(b2, "beta2", 0.0, 0.99999994) || loss_range(eps, "eps", 0.0, GL_FLT_MAX) ||
+    PyArrayObject *a[4];
+    if (adamw_tensors(o, "", 0, a) || adamw_hyper(lr, b1, b2, eps, t) ||
         loss_range(wd, "weight_decay", 0.0, GL_FLT_MAX))
         return NULL;
-    if (t < 1 || t > INT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "t: expected a step number >= 1, got %lld", t);
-        return NULL;
-    }
-    float *pp = PyArray_DATA(p), *mp = PyArray_DATA(m), *vp = PyArray_DATA(v);
-    const float *gp = PyArray_DATA(g);
-    size_t n = (size_t)PyArray_SIZE(p);
+    float *pp = PyArray_DATA(a[0]), *mp = PyArray_DATA(a[1]), *vp = PyArray_DATA(a[2]);
+    const float *gp = PyArray_DATA(a[3]);
+    size_t n = (size_t)PyArray_SIZE(a[0]);
     Py_BEGIN_ALLOW_THREADS;
     gl_adamw_update(pp, mp, vp, gp, lr, b1, b2, eps, wd, (int)t, n);
     Py_END_ALLOW_THREADS;
     Py_RETURN_NONE;
+}
+
+/* adamw_update_many(ps, ms, vs, gs, weight_decays, grad_scale, lr, beta1, beta2, eps, t): one
+ * AdamW step on every tensor of the lists (equal lengths; each p[k], m[k], v[k], g[k] as in
+ * adamw_update), the gradients first scaled by grad_scale in place (clipping; 1: read only). */
+static PyObject *py_adamw_update_many(PyObject *self, PyObject *args) {
+    PyObject *lists[5], *fast[5] = {NULL, NULL, NULL, NULL, NULL}, *ret = NULL;
+    static const char *lnames[5] = {"ps", "ms", "vs", "gs", "weight_decays"};
+    float gscale, lr, b1, b2, eps;
+    long long t;
+    if (!PyArg_ParseTuple(args, "OOOOOfffffL", &lists[0], &lists[1], &lists[2], &lists[3],
+                          &lists[4], &gscale, &lr, &b1, &b2, &eps, &t))
+        return NULL;
+    if (adamw_hyper(lr, b1, b2, eps, t) ||
+        loss_range(gscale, "grad_scale", 0.0, GL_FLT_MAX))
+        return NULL;
+    Py_ssize_t count = 0;
+    for (int i = 0; i < 5; i++) {
+        fast[i] = PySequence_Fast(lists[i], "adamw_update_many: expected lists of arrays");
+        if (!fast[i]) goto done;
+        const Py_ssize_t len = PySequence_Fast_GET_SIZE(fast[i]);
+        if (i == 0) count = len;
+        if (len != count || len > INT32_MAX) {
+            PyErr_Format(PyExc_ValueError, "%s: expected %zd entries (as ps), got %zd",
+                         lnames[i], count, len);
+            goto done;
+        }
+    }
+    float **ptr = PyMem_Malloc(4 * (size_t)(count ? count : 1) * sizeof(float *));
+    size_t *n = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(size_t));
+    float *wd = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(float));
+    if (!ptr || !n || !wd) {
+        PyErr_NoMemory();
+        goto free_arrays;
+    }
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *o[4];
+        for (int i = 0; i < 4; i++) o[i] = PySequence_Fast_GET_ITEM(fast[i], k);
+        char tag[24];
+        snprintf(tag, sizeof tag, "[%zd]", k);
+        PyArrayObject *a[4];
+        if (adamw_tensors(o, tag, gscale != 1.0f, a)) goto free_arrays;
+        const double w = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast[4], k));
+        if ((w == -1.0 && PyErr_Occurred()) || loss_range(w, "weight_decays[k]", 0.0, GL_FLT_MAX))
+            goto free_arrays;
+        for (int i = 0; i < 4; i++) ptr[i * count + k] = PyArray_DATA(a[i]);
+        n[k] = (size_t)PyArray_SIZE(a[0]);
+        wd[k] = (float)w;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    gl_adamw_update_many((int)count, ptr, ptr + count, ptr + 2 * count, ptr + 3 * count, n, wd,
+                         gscale, lr, b1, b2, eps, (int)t);
+    Py_END_ALLOW_THREADS;
+    ret = Py_None;
+    Py_INCREF(ret);
+free_arrays:
+    PyMem_Free(ptr);
+    PyMem_Free(n);
+    PyMem_Free(wd);
+done:
+    for (int i = 0; i < 5; i++) Py_XDECREF(fast[i]);
+    return ret;
 }
 
 /* sumsq(x) -> float: sum of squares of a float32 array (any shape), in double. */
@@ -1599,6 +1676,41 @@ static PyObject *py_sumsq(PyObject *self, PyObject *args) {
     s = gl_sumsq(xp, n);
     Py_END_ALLOW_THREADS;
     return PyFloat_FromDouble(s);
+}
+
+/* sumsq_many(xs) -> float: sumsq of every array in the list, added in list order (the bits of
+ * summing sumsq(x) in a loop), in one parallel region. */
+static PyObject *py_sumsq_many(PyObject *self, PyObject *args) {
+    PyObject *oxs, *fast, *ret = NULL;
+    if (!PyArg_ParseTuple(args, "O", &oxs)) return NULL;
+    fast = PySequence_Fast(oxs, "sumsq_many: expected a list of arrays");
+    if (!fast) return NULL;
+    const Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
+    const float **x = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(float *));
+    size_t *n = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(size_t));
+    if (!x || !n || count > INT32_MAX) {
+        if (count > INT32_MAX) PyErr_SetString(PyExc_ValueError, "sumsq_many: too many arrays");
+        else PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < count; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "xs[%zd]", k);
+        PyArrayObject *a = arr_check(PySequence_Fast_GET_ITEM(fast, k), name, NPY_FLOAT32, -1, 0);
+        if (!a) goto done;
+        x[k] = PyArray_DATA(a);
+        n[k] = (size_t)PyArray_SIZE(a);
+    }
+    double s;
+    Py_BEGIN_ALLOW_THREADS;
+    s = gl_sumsq_many((int)count, x, n);
+    Py_END_ALLOW_THREADS;
+    ret = PyFloat_FromDouble(s);
+done:
+    PyMem_Free(x);
+    PyMem_Free(n);
+    Py_DECREF(fast);
+    return ret;
 }
 
 /* scale(x, s): x *= s in place (float32 array, any shape). */
@@ -2155,7 +2267,13 @@ static PyMethodDef core_methods[] = {
     /* -- optim -- */
     {"adamw_update", py_adamw_update, METH_VARARGS,
      "adamw_update(p, m, v, g, lr, beta1, beta2, eps, weight_decay, t): one AdamW step."},
+    {"adamw_update_many", py_adamw_update_many, METH_VARARGS,
+     "adamw_update_many(ps, ms, vs, gs, weight_decays, grad_scale, lr, beta1, beta2, eps, t):\n"
+     "adamw_update on every tensor of the lists in one parallel region, each g first scaled\n"
+     "in place by grad_scale (gradient clipping fused into the pass; 1.0: g is only read)."},
     {"sumsq", py_sumsq, METH_VARARGS, "sumsq(x) -> sum of squares (float64 accumulation)."},
+    {"sumsq_many", py_sumsq_many, METH_VARARGS,
+     "sumsq_many(xs) -> sum over the list of sumsq(x), in list order, in one parallel region."},
     {"scale", py_scale, METH_VARARGS, "scale(x, s): x *= s in place."},
     {"lr_cosine", py_lr_cosine, METH_VARARGS,
      "lr_cosine(step, warmup, total, lr_max, lr_min) -> learning rate."},

@@ -92,18 +92,25 @@ class AdamW:
         lr: the learning rate of this step (it becomes `opt.lr`); None keeps `opt.lr`.
         The gradients are used as they are: `clip_and_step` is the guarded path.
         """
+        self._update(lr, 1.0)
+
+    def _update(self, lr: float | None, grad_scale: float) -> None:
+        """The step of every tensor in one C call (one parallel region, however many tensors:
+        a small model has dozens, each too short to be worth waking a thread for), the
+        gradients first multiplied by grad_scale in the same pass (clipping)."""
         if lr is not None:
             self.lr = _number(lr, "lr", 0.0)
         self.t += 1
         b1, b2 = self.betas
-        for name, p in self.params.items():
-            wd = self.weight_decay if self.decays[name] else 0.0
-            _core.adamw_update(p, self.m[name], self.v[name], self.grads[name], self.lr, b1, b2,
-                               self.eps, wd, self.t)
+        names = list(self.params)
+        _core.adamw_update_many([self.params[n] for n in names], [self.m[n] for n in names],
+                                [self.v[n] for n in names], [self.grads[n] for n in names],
+                                [self.weight_decay if self.decays[n] else 0.0 for n in names],
+                                grad_scale, self.lr, b1, b2, self.eps, self.t)
 
     def grad_norm(self) -> float:
         """Global L2 norm of all gradients, sqrt(sum of squares), accumulated in float64."""
-        return math.sqrt(sum(_core.sumsq(g) for g in self.grads.values()))
+        return math.sqrt(_core.sumsq_many(list(self.grads.values())))
 
     def clip_grad_norm(self, max_norm: float) -> float:
         """Scale all gradients by max_norm / norm when their global norm exceeds max_norm.
@@ -148,9 +155,8 @@ class AdamW:
                 raise FloatingPointError(msg)
             warnings.warn(msg + "; step skipped", RuntimeWarning, stacklevel=2)
             return norm
-        if max_norm is not None:
-            self._clip(norm, max_norm)
-        self.step(lr)
+        coef = 1.0 if max_norm is None else max_norm / (norm + 1e-6)
+        self._update(lr, coef if coef < 1.0 else 1.0)  # the clipping rides along the update
         return norm
 
     def state_dict(self) -> dict:

@@ -305,6 +305,100 @@ def test_sumsq_matches_float64_and_is_deterministic(n):
         gptlab.set_num_threads(threads)
 
 
+
+# Tensor sizes around the parallel threshold (GL_PAR_MIN = 32768 floats, in total and per
+# tensor): the threads' ranges of the concatenated elements start and end inside tensors.
+MANY_SIZES = [1, 7, 17, 40_000, 65, 100_003, 3]
+
+
+def _many(seed, sizes=MANY_SIZES):
+    rng = np.random.default_rng(seed)
+    p, m, g = ([rng.standard_normal(n).astype(np.float32) for n in sizes] for _ in range(3))
+    v = [np.abs(rng.standard_normal(n)).astype(np.float32) for n in sizes]
+    wd = [0.1 if k % 2 else 0.0 for k in range(len(sizes))]
+    return p, m, v, g, wd
+
+
+@pytest.mark.parametrize("grad_scale", [1.0, 0.37])
+def test_adamw_update_many_equals_scale_then_adamw_update_tensor_by_tensor(grad_scale):
+    """The fused call (what AdamW uses) must give the bits of the per-tensor calls, for any
+    thread count, and the gradients come back scaled as gl_scale leaves them."""
+    hyper = (3e-3, 0.9, 0.95, 1e-8)
+    threads = gptlab.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            gptlab.set_num_threads(t)
+            a, b = _many(t), _many(t)
+            for k in range(len(MANY_SIZES)):
+                if grad_scale != 1.0:
+                    _core.scale(b[3][k], grad_scale)
+                _core.adamw_update(b[0][k], b[1][k], b[2][k], b[3][k], *hyper, b[4][k], 4)
+            _core.adamw_update_many(*a, grad_scale, *hyper, 4)
+            for x, y in zip(a[:4], b[:4]):
+                for xk, yk in zip(x, y):
+                    np.testing.assert_array_equal(xk, yk)
+    finally:
+        gptlab.set_num_threads(threads)
+    # and against the float64 reference: one step from the given moments, at t = 1
+    p, m, v, g, wd = _many(5)
+    p0, m0, v0, g0 = ([np.float64(x) for x in arrs] for arrs in (p, m, v, g))
+    _core.adamw_update_many(p, m, v, g, wd, grad_scale, 1e-2, 0.9, 0.95, 1e-8, 1)
+    for k in range(len(MANY_SIZES)):
+        gk = g0[k] * np.float32(grad_scale)
+        mk, vk = 0.9 * m0[k] + 0.1 * gk, 0.95 * v0[k] + 0.05 * gk * gk
+        pk = p0[k] * (1 - 1e-2 * wd[k]) - 1e-2 * (mk / 0.1) / (np.sqrt(vk / 0.05) + 1e-8)
+        assert_rel(m[k], mk)
+        assert_rel(v[k], vk)
+        assert_rel(p[k], pk, 1e-5)
+        assert_rel(g[k], gk, 1e-7)
+
+
+def test_sumsq_many_equals_summing_sumsq_in_list_order():
+    xs = _many(3)[3]
+    ref = sum(np.sum(np.float64(x) ** 2) for x in xs)
+    threads = gptlab.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            gptlab.set_num_threads(t)
+            loop = 0.0
+            for x in xs:
+                loop += _core.sumsq(x)
+            assert _core.sumsq_many(xs) == loop  # the same bits
+            assert loop == pytest.approx(ref, rel=1e-12)
+    finally:
+        gptlab.set_num_threads(threads)
+    assert _core.sumsq_many([]) == 0.0
+
+
+def test_many_optim_bindings_refuse_bad_lists_and_arrays():
+    p, m, v, g, wd = _many(9, [5, 40_000])
+    hyper = (1e-3, 0.9, 0.95, 1e-8, 1)
+    frozen = [x.copy() for x in g]
+    for x in frozen:
+        x.flags.writeable = False
+    cases = [
+        (lambda: _core.adamw_update_many(p, m, v, g[:1], wd, 1.0, *hyper), "gs: expected 2"),
+        (lambda: _core.adamw_update_many(p, m, v, g, wd[:1], 1.0, *hyper), "weight_decays"),
+        (lambda: _core.adamw_update_many([p[0], p[1].astype(np.float64)], m, v, g, wd, 1.0,
+                                         *hyper), "p[1]: expected dtype float32"),
+        (lambda: _core.adamw_update_many(p, [m[0], p[1]], v, g, wd, 1.0, *hyper), "overlap"),
+        (lambda: _core.adamw_update_many(p, m, v, [g[0], g[1][:9]], wd, 1.0, *hyper), "g[1]"),
+        (lambda: _core.adamw_update_many(p, m, v, frozen, wd, 0.5, *hyper), "writeable"),
+        (lambda: _core.adamw_update_many(p, m, v, g, wd, -1.0, *hyper), "grad_scale"),
+        (lambda: _core.adamw_update_many(p, m, v, g, wd, np.nan, *hyper), "grad_scale"),
+        (lambda: _core.adamw_update_many(p, m, v, g, [0.1, -0.1], 1.0, *hyper), "weight_dec"),
+        (lambda: _core.adamw_update_many(p, m, v, g, wd, 1.0, 1e-3, 0.9, 0.95, 1e-8, 0), "t:"),
+        (lambda: _core.adamw_update_many(p, m, v, 3, wd, 1.0, *hyper), "lists"),
+        (lambda: _core.sumsq_many([g[0], [1.0, 2.0]]), "xs[1]: expected a numpy.ndarray"),
+    ]
+    before = [x.copy() for x in p]
+    for fn, msg in cases:
+        with pytest.raises((TypeError, ValueError), match=msg.replace("[", r"\[")):
+            fn()
+    for x, y in zip(p, before):  # nothing was written by a refused call
+        np.testing.assert_array_equal(x, y)
+    _core.adamw_update_many(p, m, v, frozen, wd, 1.0, *hyper)  # grad_scale 1: g is only read
+
 def test_scale_multiplies_in_place():
     x = np.random.default_rng(19).standard_normal((65, 63)).astype(np.float32)
     y = x.copy()
