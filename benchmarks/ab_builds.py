@@ -1,0 +1,118 @@
+"""Two builds of the C core, timed in one process, alternating: the A/B test behind a change.
+
+On a shared virtual machine a run can be 30% slower than the one before it, so timing the old
+build and then the new one measures the machine. Here both `_core` builds are loaded into one
+process (they share one OpenMP runtime and one set of cores) and blocks of the same work
+alternate between them, ABAB then BABA, so a slow spell hits both; the ratio of the medians
+is printed. The Python side (gptlab's model and optimizer) is this checkout's, so the two
+builds must offer the functions it calls.
+
+    # build the old commit beside this checkout
+    git worktree add /tmp/old <commit> && (cd /tmp/old && python setup.py build_ext --inplace)
+    python benchmarks/ab_builds.py /tmp/old/gptlab/_core*.so gptlab/_core*.so \\
+        [--step small|gpt-mini] [--generate small|gpt-mini] [--batch 1] [--threads 2]
+        [--rounds 8] [--pause 0.05]
+
+--step times training steps (zero_grad, forward, backward, clip_and_step) on random tokens at
+the step_time.py shapes; --generate times greedy decoding of 128 tokens after a 16-token
+prompt (vocabulary 2048). --pause sleeps that long before each timed call, as an
+interactive session or a PPO rollout after a training step does: a thread that slept has to
+be woken, which back-to-back calls never show. B/A < 1: B is faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import gptlab as gl  # noqa: E402
+import gptlab.model as gl_model  # noqa: E402
+import gptlab.optim as gl_optim  # noqa: E402
+
+SHAPES = {"small": (16, 128), "gpt-mini": (8, 256)}
+
+
+def load_core(path: str):
+    """A `_core` extension module from a file, under its own module object."""
+    spec = importlib.util.spec_from_file_location("_core", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def use(core) -> None:
+    """Point gptlab's model and optimizer at one build."""
+    gl_model._core = gl_optim._core = core
+
+
+def step_job(preset: str):
+    """A callable running one training step of a fresh model, built on the build in use."""
+    B, T = SHAPES[preset]
+    model = gl.GPT(gl.GPTConfig.preset(preset, vocab_size=2048), seed=0)
+    opt = gl.AdamW(model, 3e-4)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 2048, (B, T), dtype=np.int32)
+    y = rng.integers(0, 2048, (B, T), dtype=np.int32)
+
+    def run() -> None:
+        model.zero_grad()
+        model.forward(x, y)
+        model.backward()
+        opt.clip_and_step(1.0)
+    return run
+
+
+def generate_job(preset: str, batch: int):
+    """A callable decoding 128 tokens greedily, on the build in use."""
+    model = gl.GPT(gl.GPTConfig.preset(preset, vocab_size=2048, block_size=256), seed=0)
+    prompt = np.random.default_rng(0).integers(0, 2048, (batch, 16), dtype=np.int32)
+    return lambda: model.generate(prompt, 128, temperature=0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("a", help="the A build: a _core*.so file")
+    ap.add_argument("b", help="the B build")
+    ap.add_argument("--step", choices=list(SHAPES), default=None)
+    ap.add_argument("--generate", choices=list(SHAPES), default=None)
+    ap.add_argument("--batch", type=int, default=1, help="--generate: sequences")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=8, help="blocks per build")
+    ap.add_argument("--per-block", type=int, default=4, help="timed calls per block")
+    ap.add_argument("--pause", type=float, default=0.0, help="seconds of sleep before a call")
+    args = ap.parse_args()
+    if (args.step is None) == (args.generate is None):
+        ap.error("give one of --step PRESET or --generate PRESET")
+    cores = {"A": load_core(args.a), "B": load_core(args.b)}
+    jobs = {}
+    for tag, core in cores.items():
+        use(core)
+        core.set_num_threads(args.threads)
+        jobs[tag] = (step_job(args.step) if args.step else
+                     generate_job(args.generate, args.batch))
+    times: dict[str, list[float]] = {"A": [], "B": []}
+    for r in range(args.rounds):
+        for tag in ("A", "B") if r % 2 == 0 else ("B", "A"):
+            use(cores[tag])
+            jobs[tag]()  # untimed: the block's first call wakes the threads and the caches
+            for _ in range(args.per_block):
+                time.sleep(args.pause)
+                t = time.perf_counter()
+                jobs[tag]()
+                times[tag].append(time.perf_counter() - t)
+    a, b = (float(np.median(times[t])) * 1e3 for t in ("A", "B"))
+    what = (f"step {args.step}" if args.step else
+            f"generate {args.generate} B={args.batch}, 128 tokens")
+    pause = f", {args.pause} s pauses" if args.pause else ""
+    print(f"{what}, {args.threads} threads{pause}, medians of {len(times['A'])}: "
+          f"A {a:.1f} ms, B {b:.1f} ms, B/A {b / a:.3f}")
+
+
+if __name__ == "__main__":
+    main()
