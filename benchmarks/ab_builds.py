@@ -31,11 +31,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from step_time import SHAPES, make_step  # noqa: E402  (this folder is on sys.path)
+
 import gptlab as gl  # noqa: E402
 import gptlab.model as gl_model  # noqa: E402
 import gptlab.optim as gl_optim  # noqa: E402
-
-SHAPES = {"small": (16, 128), "gpt-mini": (8, 256)}
 
 
 def load_core(path: str):
@@ -49,23 +49,6 @@ def load_core(path: str):
 def use(core) -> None:
     """Point gptlab's model and optimizer at one build."""
     gl_model._core = gl_optim._core = core
-
-
-def step_job(preset: str):
-    """A callable running one training step of a fresh model, built on the build in use."""
-    B, T = SHAPES[preset]
-    model = gl.GPT(gl.GPTConfig.preset(preset, vocab_size=2048), seed=0)
-    opt = gl.AdamW(model, 3e-4)
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 2048, (B, T), dtype=np.int32)
-    y = rng.integers(0, 2048, (B, T), dtype=np.int32)
-
-    def run() -> None:
-        model.zero_grad()
-        model.forward(x, y)
-        model.backward()
-        opt.clip_and_step(1.0)
-    return run
 
 
 def generate_job(preset: str, batch: int):
@@ -94,7 +77,7 @@ def main() -> None:
     for tag, core in cores.items():
         use(core)
         core.set_num_threads(args.threads)
-        jobs[tag] = (step_job(args.step) if args.step else
+        jobs[tag] = (make_step(args.step) if args.step else
                      generate_job(args.generate, args.batch))
     times: dict[str, list[float]] = {"A": [], "B": []}
     for r in range(args.rounds):

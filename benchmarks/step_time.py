@@ -30,6 +30,24 @@ def wait_settings() -> str:
     return " ".join(f"{k}={os.environ.get(k)}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
 
 
+def make_step(preset: str):
+    """One training step (zero_grad, forward, backward, clip_and_step) of a fresh model of the
+    preset at its SHAPES batch, on fixed random tokens, as a callable."""
+    B, T = SHAPES[preset]
+    model = gl.GPT(gl.GPTConfig.preset(preset, vocab_size=2048), seed=0)
+    opt = gl.AdamW(model, 3e-4)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 2048, (B, T), dtype=np.int32)
+    y = rng.integers(0, 2048, (B, T), dtype=np.int32)
+
+    def step() -> None:
+        model.zero_grad()
+        model.forward(x, y)
+        model.backward()
+        opt.clip_and_step(1.0)
+    return step
+
+
 def main(steps: int = 15, warmup: int = 3) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scaling", action="store_true", help="1 thread against 2, alternating")
@@ -41,17 +59,7 @@ def main(steps: int = 15, warmup: int = 3) -> None:
     if args.threads:
         gl.set_num_threads(args.threads)
     B, T = SHAPES[args.preset]
-    cfg = gl.GPTConfig.preset(args.preset, vocab_size=2048)
-    model, rng = gl.GPT(cfg, seed=0), np.random.default_rng(0)
-    opt = gl.AdamW(model, 3e-4)
-    x = rng.integers(0, 2048, (B, T), dtype=np.int32)
-    y = rng.integers(0, 2048, (B, T), dtype=np.int32)
-
-    def step() -> None:
-        model.zero_grad()
-        model.forward(x, y)
-        model.backward()
-        opt.clip_and_step(1.0)
+    step = make_step(args.preset)
 
     if args.scaling:
         times = {1: [], 2: []}
