@@ -1047,9 +1047,13 @@ static void sgemm_small(const gemm_job *g) {
 #define SKINNY_KG 8          /* M = 1: B rows per pass (skinny.h; 8 measured ahead of 4) */
 #define SKINNY_ROW_COLS 1024 /* M = 1: columns per pass */
 /* A skinny product streams B (K x N) once and does little with each float, so it is threaded
- * by the size of B, not by its multiply-adds: from 128K floats (512 KB, ~50 us to stream on
- * one core) a second thread's share of the memory traffic pays for waking it. */
-#define SKINNY_FLOATS_PER_RUN (128.0 * 1024)
+ * by the size of B, not by its multiply-adds: from 64K floats (256 KB, ~10 us to stream on
+ * one Zen 5 core) a second thread's share of the memory traffic pays for waking it, now that
+ * the region ends in team_settle. benchmarks/ab_builds.py --generate small --pause 0.05, 128K
+ * against 64K (the small preset's qkv product, 110K floats, then threads): B=1 B/A 0.866,
+ * 0.790, and 0.848 back to back; B=8 1.022, 0.837. 256K: B=1 1.385 (slower); 32K: within
+ * the noise of 64K. */
+#define SKINNY_FLOATS_PER_RUN (64.0 * 1024)
 
 #if defined(__x86_64__) && defined(__gnu_linux__) && defined(__GNUC__) && !defined(__clang__) \
     && !defined(__SANITIZE_ADDRESS__)
