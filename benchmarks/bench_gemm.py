@@ -192,6 +192,7 @@ def main() -> int:
         # ac041f6 the first two rows had numpy at half its later speed).
         ours, theirs, _, _ = operands(CASES[0], ms[0], *kns[0], rng)
         time_pair(ours, theirs, repeat=1, rounds=4)
+
         def measure(case: str, M: int, K: int, N: int, repeat: int) -> dict:
             """Both libraries on one product: GFLOP/s, ratio, % of peak, max relative diff."""
             ours, theirs, out, out2 = operands(case, M, K, N, rng)

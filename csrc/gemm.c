@@ -998,8 +998,8 @@ static void gemm_whole(const gemm_job *g, int nth) {
                          p * NR, beta);
         }
     }
-    /* the last items differ in length (on Zen 5, one process alternating the builds, small
-     * preset step on 2 threads: 4-5% faster with this than with the loop's own barrier) */
+    /* the last items differ in length (Zen 5, benchmarks/ab_builds.py --step small against the
+     * loop's own barrier: B/A 0.999 in a calm spell, 0.954 in a slow one) */
     team_settle(g->finished, nth);
 }
 
@@ -1047,7 +1047,7 @@ static void sgemm_small(const gemm_job *g) {
 #define SKINNY_KG 8          /* M = 1: B rows per pass (skinny.h; 8 measured ahead of 4) */
 #define SKINNY_ROW_COLS 1024 /* M = 1: columns per pass */
 /* A skinny product streams B (K x N) once and does little with each float, so it is threaded
- * by the size of B, not by its multiply-adds: from 64K floats (256 KB, ~10 us to stream on
+ * by the size of B, not by its multiply-adds: from 64K floats (256 KB, some 10 us to stream on
  * one Zen 5 core) a second thread's share of the memory traffic pays for waking it, now that
  * the region ends in team_settle. benchmarks/ab_builds.py --generate small --pause 0.05, 128K
  * against 64K (the small preset's qkv product, 110K floats, then threads): B=1 B/A 0.866,
@@ -1163,8 +1163,8 @@ GL_CLONES static void skinny_nt(const gemm_job *g, int j0, int j1) {
 }
 
 /* Each thread takes an equal share of the columns (a multiple of 16, so vectors stay whole),
- * walked in blocks of its kernel's own (skinny_nt: SKINNY_COLS). Equal shares matter: N = 1152 (a qkv product) in
- * fixed blocks of 256 split 3:2 between two threads. */
+ * walked in blocks of its kernel's own (skinny_nt: SKINNY_COLS). Equal shares matter: N =
+ * 1152 (a qkv product) in fixed blocks of 256 split 3:2 between two threads. */
 static void sgemm_skinny(const gemm_job *g, int nth) {
     const skinny_fn nn = skinny_nn_for(g->d);
     atomic_int arrived;
@@ -1183,8 +1183,9 @@ static void sgemm_skinny(const gemm_job *g, int nth) {
         else
             for (int j0 = c0; j0 < c1; j0 += SKINNY_COLS)
                 skinny_nt(g, j0, min_int(c1, j0 + SKINNY_COLS));
-        /* a decode-step product takes 10-100 us, as long as one wake-up: on Zen 5, greedy
-         * decoding in one process alternating the builds, small B=1 0.49-0.65x the time */
+        /* a decode-step product takes 10-100 us, as long as one wake-up (Zen 5, ab_builds.py
+         * --generate small --batch 1, with this and SKINNY_FLOATS_PER_RUN at 128K: B/A
+         * 0.929-0.932 against the build without it) */
         if (team > 1) team_settle(&arrived, team);
     }
 }

@@ -1627,23 +1627,26 @@ static PyObject *py_adamw_update_many(PyObject *self, PyObject *args) {
             goto done;
         }
     }
-    float **ptr = PyMem_Malloc(4 * (size_t)(count ? count : 1) * sizeof(float *));
-    size_t *n = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(size_t));
-    float *wd = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(float));
-    if (!ptr || !n || !wd) {
+    /* one block for the pointers, sizes and decays of all tensors (bookkeeping, not data) */
+    const size_t slots = (size_t)(count ? count : 1);
+    float **ptr = PyMem_Malloc(slots * (4 * sizeof(float *) + sizeof(size_t) + sizeof(float)));
+    if (!ptr) {
         PyErr_NoMemory();
-        goto free_arrays;
+        goto done;
     }
+    size_t *n = (size_t *)(ptr + 4 * slots);
+    float *wd = (float *)(n + slots);
     for (Py_ssize_t k = 0; k < count; k++) {
         PyObject *o[4];
         for (int i = 0; i < 4; i++) o[i] = PySequence_Fast_GET_ITEM(fast[i], k);
-        char tag[24];
+        char tag[24], wname[40];
         snprintf(tag, sizeof tag, "[%zd]", k);
+        snprintf(wname, sizeof wname, "weight_decays%s", tag);
         PyArrayObject *a[4];
-        if (adamw_tensors(o, tag, gscale != 1.0f, a)) goto free_arrays;
+        if (adamw_tensors(o, tag, gscale != 1.0f, a)) goto free_block;
         const double w = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fast[4], k));
-        if ((w == -1.0 && PyErr_Occurred()) || loss_range(w, "weight_decays[k]", 0.0, GL_FLT_MAX))
-            goto free_arrays;
+        if ((w == -1.0 && PyErr_Occurred()) || loss_range(w, wname, 0.0, GL_FLT_MAX))
+            goto free_block;
         for (int i = 0; i < 4; i++) ptr[i * count + k] = PyArray_DATA(a[i]);
         n[k] = (size_t)PyArray_SIZE(a[0]);
         wd[k] = (float)w;
@@ -1654,10 +1657,8 @@ static PyObject *py_adamw_update_many(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS;
     ret = Py_None;
     Py_INCREF(ret);
-free_arrays:
+free_block:
     PyMem_Free(ptr);
-    PyMem_Free(n);
-    PyMem_Free(wd);
 done:
     for (int i = 0; i < 5; i++) Py_XDECREF(fast[i]);
     return ret;
@@ -1686,13 +1687,19 @@ static PyObject *py_sumsq_many(PyObject *self, PyObject *args) {
     fast = PySequence_Fast(oxs, "sumsq_many: expected a list of arrays");
     if (!fast) return NULL;
     const Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
-    const float **x = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(float *));
-    size_t *n = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(size_t));
-    if (!x || !n || count > INT32_MAX) {
-        if (count > INT32_MAX) PyErr_SetString(PyExc_ValueError, "sumsq_many: too many arrays");
-        else PyErr_NoMemory();
+    if (count > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "sumsq_many: too many arrays");
+        Py_DECREF(fast);
+        return NULL;
+    }
+    /* one block for the pointers and sizes (bookkeeping, not data) */
+    const size_t slots = (size_t)(count ? count : 1);
+    const float **x = PyMem_Malloc(slots * (sizeof(float *) + sizeof(size_t)));
+    if (!x) {
+        PyErr_NoMemory();
         goto done;
     }
+    size_t *n = (size_t *)(x + slots);
     for (Py_ssize_t k = 0; k < count; k++) {
         char name[32];
         snprintf(name, sizeof name, "xs[%zd]", k);
@@ -1708,7 +1715,6 @@ static PyObject *py_sumsq_many(PyObject *self, PyObject *args) {
     ret = PyFloat_FromDouble(s);
 done:
     PyMem_Free(x);
-    PyMem_Free(n);
     Py_DECREF(fast);
     return ret;
 }

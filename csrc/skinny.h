@@ -71,21 +71,19 @@ __attribute__((target(SK_TARGET))) static void SK_CAT(SK_NAME, _row)(const gemm_
         for (int k0 = 0; k0 < g->K; k0 += SKINNY_KG) {
             const int kn = min_int(SKINNY_KG, g->K - k0);
             const float *b = g->B + (size_t)k0 * ldb + c0;
+            int j = 0; /* columns below j are done for these rows */
             if (kn == SKINNY_KG) {
                 float ak[SKINNY_KG];
                 for (int r = 0; r < SKINNY_KG; r++) ak[r] = a[k0 + r];
-                for (int j = 0; j < nv; j += SK_LANES) {
+                for (; j < nv; j += SK_LANES) {
                     SK_VEC s = *(const SK_VEC *)(acc + j);
                     for (int r = 0; r < SKINNY_KG; r++)
                         s += ak[r] * *(const SK_VEC *)(b + r * ldb + j);
                     *(SK_VEC *)(acc + j) = s;
                 }
-            } else {
-                for (int r = 0; r < kn; r++)
-                    for (int j = 0; j < nv; j++) acc[j] += a[k0 + r] * b[r * ldb + j];
             }
-            for (int r = 0; r < kn; r++)
-                for (int j = nv; j < n; j++) acc[j] += a[k0 + r] * b[r * ldb + j];
+            for (int r = 0; r < kn; r++) /* the last rows of K, or the last columns */
+                for (int jj = j; jj < n; jj++) acc[jj] += a[k0 + r] * b[r * ldb + jj];
         }
         skinny_store(g->C + c0, acc, n, g->alpha, g->beta);
     }

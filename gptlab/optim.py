@@ -125,9 +125,17 @@ class AdamW:
         self._clip(norm, max_norm)
         return norm
 
+    @staticmethod
+    def _clip_factor(norm: float, max_norm: float | None) -> float:
+        """What clipping multiplies the gradients by: max_norm / (norm + 1e-6) when that is
+        below 1 (torch's clip_grad_norm_), else 1 -- also for no max_norm or a NaN/Inf norm."""
+        if max_norm is None or not math.isfinite(norm):
+            return 1.0
+        return min(max_norm / (norm + 1e-6), 1.0)
+
     def _clip(self, norm: float, max_norm: float) -> None:
-        coef = max_norm / (norm + 1e-6)
-        if math.isfinite(norm) and coef < 1.0:
+        coef = self._clip_factor(norm, max_norm)
+        if coef < 1.0:
             for g in self.grads.values():
                 _core.scale(g, coef)
 
@@ -155,8 +163,7 @@ class AdamW:
                 raise FloatingPointError(msg)
             warnings.warn(msg + "; step skipped", RuntimeWarning, stacklevel=2)
             return norm
-        coef = 1.0 if max_norm is None else max_norm / (norm + 1e-6)
-        self._update(lr, coef if coef < 1.0 else 1.0)  # the clipping rides along the update
+        self._update(lr, self._clip_factor(norm, max_norm))  # clipping rides along the update
         return norm
 
     def state_dict(self) -> dict:
