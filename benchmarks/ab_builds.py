@@ -10,14 +10,15 @@ builds must offer the functions it calls.
     # build the old commit beside this checkout
     git worktree add /tmp/old <commit> && (cd /tmp/old && python setup.py build_ext --inplace)
     python benchmarks/ab_builds.py /tmp/old/gptlab/_core*.so gptlab/_core*.so \\
-        [--step small|gpt-mini] [--generate small|gpt-mini] [--batch 1] [--threads 2]
-        [--rounds 8] [--pause 0.05]
+        [--step small|gpt-mini] [--generate small|gpt-mini] [--batch 1]
+        [--gemm CASE M K N] [--threads 2] [--rounds 8] [--pause 0.05]
 
 --step times training steps (zero_grad, forward, backward, clip_and_step) on random tokens at
 the step_time.py shapes; --generate times greedy decoding of 128 tokens after a 16-token
-prompt (vocabulary 2048). --pause sleeps that long before each timed call, as an
-interactive session or a PPO rollout after a training step does: a thread that slept has to
-be woken, which back-to-back calls never show. B/A < 1: B is faster.
+prompt (vocabulary 2048); --gemm times one product of bench_gemm.py's table (CASE NN, NT or
+TN: y = x W, dx = dy W^T, dW = x^T dy, with x (M, K)). --pause sleeps that long before each
+timed call, as an interactive session or a PPO rollout after a training step does: a thread
+that slept has to be woken, which back-to-back calls never show. B/A < 1: B is faster.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from step_time import SHAPES, make_step  # noqa: E402  (this folder is on sys.path)
+from bench_gemm import operands  # noqa: E402  (this folder is on sys.path)
+from step_time import SHAPES, make_step  # noqa: E402
 
 import gptlab as gl  # noqa: E402
 import gptlab.model as gl_model  # noqa: E402
@@ -65,20 +67,28 @@ def main() -> None:
     ap.add_argument("--step", choices=list(SHAPES), default=None)
     ap.add_argument("--generate", choices=list(SHAPES), default=None)
     ap.add_argument("--batch", type=int, default=1, help="--generate: sequences")
+    ap.add_argument("--gemm", nargs=4, metavar=("CASE", "M", "K", "N"), default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=8, help="blocks per build")
     ap.add_argument("--per-block", type=int, default=4, help="timed calls per block")
     ap.add_argument("--pause", type=float, default=0.0, help="seconds of sleep before a call")
     args = ap.parse_args()
-    if (args.step is None) == (args.generate is None):
-        ap.error("give one of --step PRESET or --generate PRESET")
+    if sum(x is not None for x in (args.step, args.generate, args.gemm)) != 1:
+        ap.error("give one of --step PRESET, --generate PRESET or --gemm CASE M K N")
+    if args.gemm and args.gemm[0] not in ("NN", "NT", "TN"):
+        ap.error("--gemm: CASE is NN, NT or TN")
     cores = {"A": load_core(args.a), "B": load_core(args.b)}
     jobs = {}
     for tag, core in cores.items():
         use(core)
         core.set_num_threads(args.threads)
-        jobs[tag] = (make_step(args.step) if args.step else
-                     generate_job(args.generate, args.batch))
+        if args.step:
+            jobs[tag] = make_step(args.step)
+        elif args.generate:
+            jobs[tag] = generate_job(args.generate, args.batch)
+        else:
+            case, (M, K, N) = args.gemm[0], map(int, args.gemm[1:])
+            jobs[tag] = operands(case, M, K, N, np.random.default_rng(0), core)[0]
     times: dict[str, list[float]] = {"A": [], "B": []}
     for r in range(args.rounds):
         for tag in ("A", "B") if r % 2 == 0 else ("B", "A"):
@@ -90,8 +100,12 @@ def main() -> None:
                 jobs[tag]()
                 times[tag].append(time.perf_counter() - t)
     a, b = (float(np.median(times[t])) * 1e3 for t in ("A", "B"))
-    what = (f"step {args.step}" if args.step else
-            f"generate {args.generate} B={args.batch}, 128 tokens")
+    if args.step:
+        what = f"step {args.step}"
+    elif args.generate:
+        what = f"generate {args.generate} B={args.batch}, 128 tokens"
+    else:
+        what = "gemm {} M={} K={} N={}".format(*args.gemm)
     pause = f", {args.pause} s pauses" if args.pause else ""
     print(f"{what}, {args.threads} threads{pause}, medians of {len(times['A'])}: "
           f"A {a:.1f} ms, B {b:.1f} ms, B/A {b / a:.3f}")

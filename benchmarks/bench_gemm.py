@@ -74,8 +74,10 @@ def fma_peak(threads: int) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def operands(case: str, M: int, K: int, N: int, rng):
-    """The arrays of one training product and the two callables computing it into `out`."""
+def operands(case: str, M: int, K: int, N: int, rng, core=None):
+    """The arrays of one training product and the two callables computing it into `out`
+    (gptlab's with `core`, a `_core` module: by default the installed one)."""
+    core = core or _core
     f32 = np.float32
     if case == "NN":
         a, b = rng.standard_normal((M, K), f32), rng.standard_normal((K, N), f32)
@@ -89,7 +91,7 @@ def operands(case: str, M: int, K: int, N: int, rng):
     out2 = np.empty_like(out)
 
     def ours():
-        _core.sgemm(ta, tb, a, b, out, 1.0, 0.0)
+        core.sgemm(ta, tb, a, b, out, 1.0, 0.0)
 
     def theirs():
         np.matmul(na, nb, out=out2)

@@ -4,13 +4,12 @@
  *
  *   for jc in N step NC:
  *     for pc in K step KC:
- *       for ms in M step MS:
- *         pack A[ms:ms+MS, pc:pc+KC] into MR-tall micro-panels     (threads share the work)
- *         pack B[pc:pc+KC, jc:jc+NC] into NR-wide micro-panels     (first ms only; B panel in L3)
- *         for each work item (rows of at most MC, a range of panels):   A block in L2
- *           for jr over the item's panels:       B micro-panel (KC x NR) stays in L1 across ir
- *             for ir over the item's row tiles:
- *               micro-kernel: C[MR x NR] (+)= A micro-panel @ B micro-panel, in registers
+ *       pack B[pc:pc+KC, jc:jc+NC] into NR-wide micro-panels       (threads share the work)
+ *       for each work item (rows of at most MC, all panels):        (one thread each)
+ *         pack the item's rows of A[:, pc:pc+KC] into MR-tall micro-panels:  A block in L2
+ *         for jr over the panels:               B micro-panel (KC x NR) stays in L1 across ir
+ *           for ir over the item's row tiles:
+ *             micro-kernel: C[MR x NR] (+)= A micro-panel @ B micro-panel, in registers
  *
  * Packing turns the four transposition cases into one: the micro-kernel always reads A as
  * MR floats per k and B as NR floats per k, contiguous and aligned, so it keeps the whole
@@ -778,9 +777,6 @@ static float *thread_buffer(int slot, size_t nfloats) {
 
 /* ---- the blocked driver ---------------------------------------------------------------------- */
 
-/* Rows of A packed at once (a multiple of every MR): bounds the packed A buffer to
- * MS x KC floats (6 MB for the AVX2 KC of 384), which lives in L3 next to the B panel. */
-#define MS 4080
 /* Micro-panels packed by one work item: rows of A^T / B are then read 8 panels at a time. */
 #define PACK_GROUP 8
 
@@ -791,23 +787,26 @@ typedef struct {
     const float *A, *B;
     float *C;
     ptrdiff_t lda, ldb, ldc;
-    float *apack; /* A super-block: MS x KC, MR-tall micro-panels */
+    float *apack; /* packed A, MR-tall micro-panels (gemm_loops: loops_apack_floats) */
     float *bpack; /* B panel: KC x round_up(min(N, NC), NR), NR-wide micro-panels */
     atomic_int *ready; /* gemm_whole only: one flag per packing unit, set once it is packed */
     atomic_int *finished; /* gemm_whole only: threads done with their work items */
+    int nth; /* threads planned for (the team may be smaller) */
 } gemm_job;
 
 static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 /* Cuts an mt x np grid of tiles (tile rows x column panels) into nmb x nnb near-equal work
  * items. One thread: row blocks of at most MC rows (the A block L2 holds). Several threads: a
- * multiple of nth items, at least 4 per thread where the tiles allow, so that threads taking
- * items dynamically finish together, even when another process steals part of a core. */
-static void plan_items(const isa_desc *d, int mt, int np, int nth, int *nmb, int *nnb) {
+ * multiple of nth row blocks, and if that makes fewer than 4 per thread, column ranges too:
+ * per_thread items per thread where the panels allow (4 at least per item), so that threads
+ * taking items dynamically finish together, even when another process steals part of a core. */
+static void plan_items(const isa_desc *d, int mt, int np, int nth, int per_thread, int *nmb,
+                       int *nnb) {
     int m = ceil_div(mt, d->mc / d->mr), n = 1;
     if (nth > 1) {
         m = min_int(ceil_div(m, nth) * nth, mt);
-        if (m < 4 * nth) n = min_int(ceil_div(4 * nth, m), ceil_div(np, 4));
+        if (m < 4 * nth) n = min_int(ceil_div(per_thread * nth, m), ceil_div(np, 4));
     }
     *nmb = m;
     *nnb = n;
@@ -852,51 +851,85 @@ static void pack_panels(const gemm_job *g, int b, float *dst, int pc, int kc, in
     }
 }
 
+/* gemm_loops' work items per thread where items share rows: the last item a thread takes
+ * before a team barrier leaves the other idle for part of its length, twice per KC slice
+ * (Zen 5, benchmarks/ab_builds.py --gemm TN 8192 768 2304: 16 against 4 per thread B/A 0.94
+ * and 0.88 in two runs, 32 against 16 0.97). */
+#define LOOPS_ITEMS 32
+
+/* gemm_loops' work items for an mt x np grid of tiles: nmb x nnb, as plan_items with
+ * LOOPS_ITEMS. Returns whether each item has a row block of its own (nnb == 1 for any np), so
+ * that items pack their own rows of A. */
+static int loops_plan(const isa_desc *d, int mt, int np, int nth, int *nmb, int *nnb) {
+    plan_items(d, mt, np, nth, LOOPS_ITEMS, nmb, nnb);
+    return nth == 1 || *nmb >= 4 * nth;
+}
+
+/* Floats of packed A that gemm_loops needs: with own rows, one slice per thread holding the
+ * tallest item's rows (an A block for L2); otherwise all of op(A)'s rows, packed once. */
+static size_t loops_apack_floats(const isa_desc *d, int M, int kc, int nth) {
+    const int mt = ceil_div(M, d->mr);
+    int nmb, nnb;
+    if (!loops_plan(d, mt, 1, nth, &nmb, &nnb)) return (size_t)kc * mt * d->mr;
+    return (size_t)nth * kc * ceil_div(mt, nmb) * d->mr;
+}
+
 /* The loops around the micro-kernel, run by every thread of the team (or by the caller alone:
- * the worksharing loops then run all their iterations). Packing and work items are handed out
- * dynamically; which thread computes a tile never changes its value, because every tile sums
- * k in the same order, so results are bitwise reproducible for any thread count. */
-static void gemm_loops(const gemm_job *g, int nth) {
+ * the worksharing loops then run all their iterations). For each KC slice the team packs the
+ * B panel together and waits for it; then each work item -- a block of tile rows, all the
+ * panels -- packs its own rows of A into its thread's slice of apack and multiplies them at
+ * once, from L2, while the other thread does the same with its rows (no A pass through L3,
+ * no wait between packing A and using it). Where items share rows (few rows, many threads),
+ * the team packs A once beside B instead. Packing and work items are handed out dynamically;
+ * which thread computes a tile never changes its value, because every tile sums k in the same
+ * order, so results are bitwise reproducible for any thread count. */
+static void gemm_loops(const gemm_job *g) {
     const isa_desc *d = g->d;
-    const int MR = d->mr, NR = d->nr, M = g->M, N = g->N, K = g->K;
+    const int MR = d->mr, NR = d->nr, M = g->M, N = g->N, K = g->K, mt = ceil_div(M, MR);
+#ifdef _OPENMP
+    const int thread = omp_get_thread_num();
+#else
+    const int thread = 0;
+#endif
     for (int jc = 0; jc < N; jc += d->nc) {
         const int nc = min_int(d->nc, N - jc), np = ceil_div(nc, NR);
+        int nmb, nnb;
+        const int own_a = loops_plan(d, mt, np, g->nth, &nmb, &nnb);
+        const size_t own_slice = (size_t)ceil_div(mt, nmb) * MR * d->kc;
         for (int pc = 0; pc < K; pc += d->kc) {
             const int kc = min_int(d->kc, K - pc);
             const float beta = pc == 0 ? g->beta : 1.0f;
-            for (int ms = 0; ms < M; ms += MS) {
-                const int mt = ceil_div(min_int(MS, M - ms), MR);
-                /* pack the A super-block, and the B panel on its first pass, in groups of
-                 * PACK_GROUP micro-panels */
-                const int nga = ceil_div(mt, PACK_GROUP);
-                const int ngroups = nga + (ms == 0 ? ceil_div(np, PACK_GROUP) : 0);
+            /* pack the B panel (and A, if items share rows) in groups of PACK_GROUP panels */
+            const int nga = own_a ? 0 : ceil_div(mt, PACK_GROUP);
+            const int ngroups = nga + ceil_div(np, PACK_GROUP);
 #pragma omp for schedule(dynamic, 1)
-                for (int t = 0; t < ngroups; t++) {
-                    if (t < nga) {
-                        const int t0 = t * PACK_GROUP, n = min_int(PACK_GROUP, mt - t0);
-                        pack_panels(g, 0, g->apack + (size_t)t0 * MR * kc, pc, kc,
-                                    ms + t0 * MR, n);
-                    } else {
-                        const int p0 = (t - nga) * PACK_GROUP, n = min_int(PACK_GROUP, np - p0);
-                        pack_panels(g, 1, g->bpack + (size_t)p0 * NR * kc, pc, kc,
-                                    jc + p0 * NR, n);
-                    }
+            for (int t = 0; t < ngroups; t++) {
+                if (t < nga) {
+                    const int t0 = t * PACK_GROUP, n = min_int(PACK_GROUP, mt - t0);
+                    pack_panels(g, 0, g->apack + (size_t)t0 * MR * kc, pc, kc, t0 * MR, n);
+                } else {
+                    const int p0 = (t - nga) * PACK_GROUP, n = min_int(PACK_GROUP, np - p0);
+                    pack_panels(g, 1, g->bpack + (size_t)p0 * NR * kc, pc, kc, jc + p0 * NR, n);
                 }
-                /* multiply: item (b, c) covers tile rows [r0, r1) and panels [p0, p1);
-                 * panels outside, tile rows inside, so a B micro-panel stays in L1 */
-                int nmb, nnb;
-                plan_items(d, mt, np, nth, &nmb, &nnb);
+            }
+            /* multiply: item (b, c) covers tile rows [r0, r1) and panels [p0, p1);
+             * panels outside, tile rows inside, so a B micro-panel stays in L1 */
 #pragma omp for schedule(dynamic, 1)
-                for (int item = 0; item < nmb * nnb; item++) {
-                    const int b = item / nnb, c = item % nnb;
-                    const int r0 = mt * b / nmb, r1 = mt * (b + 1) / nmb;
-                    const int p0 = np * c / nnb, p1 = np * (c + 1) / nnb;
-                    for (int p = p0; p < p1; p++) {
-                        const float *bp = g->bpack + (size_t)p * NR * kc;
-                        for (int r = r0; r < r1; r++)
-                            tile(g, g->apack + (size_t)r * MR * kc, bp, kc, ms + r * MR,
-                                 jc + p * NR, beta);
-                    }
+            for (int item = 0; item < nmb * nnb; item++) {
+                const int b = item / nnb, c = item % nnb;
+                const int r0 = mt * b / nmb, r1 = mt * (b + 1) / nmb;
+                const int p0 = np * c / nnb, p1 = np * (c + 1) / nnb;
+                const float *ap = g->apack + (size_t)r0 * MR * kc; /* row tile r0's panel */
+                if (own_a) {
+                    float *mine = g->apack + thread * own_slice;
+                    pack_panels(g, 0, mine, pc, kc, r0 * MR, r1 - r0);
+                    ap = mine;
+                }
+                for (int p = p0; p < p1; p++) {
+                    const float *bp = g->bpack + (size_t)p * NR * kc;
+                    for (int r = r0; r < r1; r++)
+                        tile(g, ap + (size_t)(r - r0) * MR * kc, bp, kc, r * MR, jc + p * NR,
+                             beta);
                 }
             }
         }
@@ -978,7 +1011,7 @@ static void gemm_whole(const gemm_job *g, int nth) {
     }
     /* multiply: item (b, c) covers tile rows [r0, r1) and panels [p0, p1) for every slice */
     int nmb, nnb;
-    plan_items(d, w.mt, w.np, nth, &nmb, &nnb);
+    plan_items(d, w.mt, w.np, nth, 4, &nmb, &nnb);
 #pragma omp for schedule(dynamic, 1) nowait
     for (int item = 0; item < nmb * nnb; item++) {
         const int b = item / nnb, c = item % nnb;
@@ -1199,7 +1232,7 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
               const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     gemm_job g = {active_isa(), transA, transB, M, N, K < 0 ? 0 : K, alpha, beta, A, B, C,
-                  lda, ldb, ldc, NULL, NULL, NULL};
+                  lda, ldb, ldc, NULL, NULL, NULL, NULL, 1};
     const isa_desc *d = g.d;
     const double work = (double)M * N * K;
     if (M <= SKINNY_M && !transA && g.K > 0 && work >= SMALL_WORK &&
@@ -1219,6 +1252,7 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
         if (work < (double)nth * WORK_PER_THREAD) nth = (int)(work / WORK_PER_THREAD);
     }
 #endif
+    g.nth = nth;
     atomic_int ready[WHOLE_UNITS], finished;
     int whole = 0;
     if (g.K > 0 && work >= SMALL_WORK) {
@@ -1234,7 +1268,7 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
             g.finished = &finished;
         } else {
             const int kc = min_int(d->kc, g.K);
-            g.apack = thread_buffer(0, (size_t)kc * ceil_div(min_int(M, MS), d->mr) * d->mr);
+            g.apack = thread_buffer(0, loops_apack_floats(d, M, kc, nth));
             g.bpack = thread_buffer(1, (size_t)kc * ceil_div(min_int(N, d->nc), d->nr) * d->nr);
         }
     }
@@ -1252,6 +1286,6 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
         const int team = 1;
 #endif
         if (whole) gemm_whole(&g, team);
-        else gemm_loops(&g, team);
+        else gemm_loops(&g);
     }
 }

@@ -246,6 +246,26 @@ def test_sgemm_short_products_without_barriers_match_the_blocked_loops(isa, thre
             np.testing.assert_array_equal(C, results[0])
 
 
+def test_sgemm_long_products_in_the_blocked_loops_at_every_thread_count(isa, threads):
+    """Products whose packed operands pass 2M floats take the blocked loops with a team
+    barrier per KC slice. With many rows each work item packs its own rows of A into its
+    thread's buffer (1453 rows: one, two and, on the AVX2 and portable tiles, three threads);
+    with few rows the team packs A once and items split the columns (300 rows; 4200 columns
+    also cross the NC block). Right against float64 in every transposition case, and the same
+    bits for 1, 2 and 3 threads."""
+    rng = np.random.default_rng(23)
+    for (ta, tb), (M, N, K) in [((0, 0), (1453, 523, 1100)), ((1, 1), (1453, 523, 1100)),
+                                ((0, 1), (300, 4200, 520)), ((1, 0), (300, 4200, 520))]:
+        A, B = _operands(rng, M, N, K, ta, tb)
+        C0 = rng.standard_normal((M, N)).astype(np.float32)
+        results = []
+        for n in (1, 2, 3):
+            _core.set_num_threads(n)
+            results.append(_check(ta, tb, A, B, C0, 0.5, 0.7))
+        for C in results[1:]:
+            np.testing.assert_array_equal(C, results[0])
+
+
 def test_sgemm_called_from_several_python_threads_at_once(isa):
     """The GIL is released and packing buffers are per calling thread: concurrent calls on
     different arrays give the same results as calls one after another."""
