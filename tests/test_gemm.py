@@ -247,14 +247,14 @@ def test_sgemm_short_products_without_barriers_match_the_blocked_loops(isa, thre
 
 
 def test_sgemm_long_products_in_the_blocked_loops_at_every_thread_count(isa, threads):
-    """Products whose packed operands pass 2M floats take the blocked loops with a team
-    barrier per KC slice. With many rows each work item packs its own rows of A into its
-    thread's buffer (1453 rows: one, two and, on the AVX2 and portable tiles, three threads);
-    with few rows the team packs A once and items split the columns (300 rows; 4200 columns
-    also cross the NC block). Right against float64 in every transposition case, and the same
-    bits for 1, 2 and 3 threads."""
+    """Products whose packed operands pass 2M floats take the blocked loops, a team barrier
+    per KC slice. With many rows each work item packs its own rows of A into its thread's
+    buffer (1453 rows: one, two and, on the AVX2 and portable tiles, three threads; K = 2100:
+    nine slices, the last one short; 4150 columns: two NC blocks). With few rows the team packs
+    A once per slice and items split the columns (300 rows, 4200 columns). Right against
+    float64 in every transposition case, and the same bits for 1, 2 and 3 threads."""
     rng = np.random.default_rng(23)
-    for (ta, tb), (M, N, K) in [((0, 0), (1453, 523, 1100)), ((1, 1), (1453, 523, 1100)),
+    for (ta, tb), (M, N, K) in [((0, 0), (1453, 1100, 2100)), ((1, 1), (1453, 4150, 270)),
                                 ((0, 1), (300, 4200, 520)), ((1, 0), (300, 4200, 520))]:
         A, B = _operands(rng, M, N, K, ta, tb)
         C0 = rng.standard_normal((M, N)).astype(np.float32)
