@@ -29,9 +29,14 @@ optimizer phases of the real model, to show what limits the step.
 
     python benchmarks/bench_train.py [--quick] [--threads 2] [--presets small gpt-mini gpt2]
                                      [--rounds 5] [--peak GFLOPS] [--no-breakdown] [--bf16]
-                                     [--json out]
+                                     [--isa avx2] [--json out]
 
 --bf16 adds a third worker: gptlab with bfloat16 matrix products (float32 master weights).
+--isa avx2 runs an AVX2 machine's code on an AVX-512 one: gptlab on its AVX2 path
+(gemm_set_isa, which switches the whole core), PyTorch with its kernels capped the same way
+(ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2; each worker
+reports the path it ran), and the FMA peak measured with 8-lane FMAs (-mno-avx512f). The
+caches and memory stay this machine's: a stand-in for an AVX2 CPU, not a measurement of one.
 """
 
 from __future__ import annotations
@@ -57,9 +62,10 @@ LR, BETAS, EPS, WD, CLIP = 3e-4, (0.9, 0.95), 1e-8, 0.1, 1.0
 
 
 # -- shared helpers (bench_generate.py imports these) -------------------------------------------
-def fma_peak(threads: int) -> tuple[float, float] | None:
-    """Compiles ../shared/tools/fma_peak.c with -O2 -march=native -fopenmp in a temp dir and
-    runs it with OMP_NUM_THREADS=threads (best of three runs).
+def fma_peak(threads: int, flags: tuple[str, ...] = ()) -> tuple[float, float] | None:
+    """Compiles ../shared/tools/fma_peak.c with -O2 -march=native -fopenmp (and `flags`, e.g.
+    -mno-avx512f for the AVX2 peak) in a temp dir and runs it with OMP_NUM_THREADS=threads
+    (best of three runs).
 
     Returns (wall, cpu): `wall` is the GFLOP/s it prints (FLOPs / wall time); `cpu` is FLOPs
     per CPU-second of the process times `threads` -- the peak of `threads` free cores, which
@@ -76,7 +82,7 @@ def fma_peak(threads: int) -> tuple[float, float] | None:
     wall = cpu = 0.0
     with tempfile.TemporaryDirectory() as d:
         exe = os.path.join(d, "fma_peak")
-        r = subprocess.run([cc, "-O2", "-march=native", "-fopenmp", src, "-o", exe],
+        r = subprocess.run([cc, "-O2", "-march=native", *flags, "-fopenmp", src, "-o", exe],
                            capture_output=True, text=True)
         if r.returncode != 0:
             return None
@@ -264,17 +270,19 @@ def torch_worker(cfg: dict, B: int, T: int, threads: int, warmup: int) -> None:
         step()
     n = sum(p.numel() for p in params)
     print(json.dumps({"params": n, "first_loss": first, "base_rss_mb": base,
-                      "version": torch.__version__, "threads": torch.get_num_threads()}),
-          flush=True)
+                      "version": torch.__version__, "threads": torch.get_num_threads(),
+                      "isa": torch.backends.cpu.get_cpu_capability()}), flush=True)
     serve(step)
 
 
 # -- the gptlab side ----------------------------------------------------------------------------
 def gptlab_worker(cfg: dict, B: int, T: int, threads: int, warmup: int,
-                  precision: str = "float32") -> None:
+                  precision: str = "float32", isa: str = "auto") -> None:
     import numpy as np
 
     import gptlab as gl
+    from gptlab import _core
+    _core.gemm_set_isa(isa)  # ValueError where the CPU lacks it
     gl.set_num_threads(threads)
     gl.set_matmul_precision(precision)
     base = rss_mb()
@@ -294,7 +302,8 @@ def gptlab_worker(cfg: dict, B: int, T: int, threads: int, warmup: int,
     for _ in range(warmup - 1):
         step()
     print(json.dumps({"params": model.num_params, "first_loss": first, "base_rss_mb": base,
-                      "version": gl.__version__, "threads": gl.get_num_threads()}), flush=True)
+                      "version": gl.__version__, "threads": gl.get_num_threads(),
+                      "isa": _core.gemm_isa()}), flush=True)
 
     def phases():
         """The real model's step split into its phases (median of 3 steps), in ms."""
@@ -420,10 +429,11 @@ def preset_config(name: str) -> dict:
 
 
 def bench_preset(name: str, threads: int, rounds: int, steps: int, warmup: int,
-                 breakdown: bool, with_torch: bool, with_bf16: bool = False) -> dict:
+                 breakdown: bool, with_torch: bool, with_bf16: bool = False,
+                 isa: str = "auto") -> dict:
     B, T = PRESETS[name]
     cfg = preset_config(name)
-    args = ["--preset", name, "--threads", str(threads), "--warmup", str(warmup)]
+    args = ["--preset", name, "--threads", str(threads), "--warmup", str(warmup), "--isa", isa]
     workers = {"gptlab": Worker(__file__, ["gptlab", *args])}
     if with_torch:
         workers["torch"] = Worker(__file__, ["torch", *args])
@@ -447,7 +457,7 @@ def bench_preset(name: str, threads: int, rounds: int, steps: int, warmup: int,
                       "cpu_ms": [t * 1e3 for t in cpu[k]], "params": w.ready["params"],
                       "first_loss": w.ready["first_loss"], "version": w.ready["version"],
                       "threads": w.ready["threads"], "maxrss_mb": rss["maxrss_mb"],
-                      "base_rss_mb": w.ready["base_rss_mb"]}
+                      "base_rss_mb": w.ready["base_rss_mb"], "isa": w.ready.get("isa")}
         if breakdown:
             res["gptlab"]["breakdown"] = workers["gptlab"].ask("breakdown")
     finally:
@@ -542,6 +552,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-breakdown", action="store_true", help="skip the per-kernel breakdown")
     ap.add_argument("--bf16", action="store_true",
                     help="also time gptlab with bfloat16 matrix products (AVX512-BF16 CPUs)")
+    ap.add_argument("--isa", default="auto", choices=["auto", "avx2"],
+                    help="avx2: both sides on AVX2 code (see the docstring)")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
@@ -555,8 +567,11 @@ def main(argv: list[str] | None = None) -> dict:
         if args.worker == "torch":
             torch_worker(cfg, B, T, args.threads, args.warmup)
         else:
-            gptlab_worker(cfg, B, T, args.threads, args.warmup, args.precision)
+            gptlab_worker(cfg, B, T, args.threads, args.warmup, args.precision, args.isa)
         return {}
+    if args.isa == "avx2":  # the workers inherit these; gptlab's worker switches itself
+        os.environ.update(ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2",
+                          MKL_ENABLE_INSTRUCTIONS="AVX2")
 
     presets = ["small", "gpt-mini"] if args.quick and argv_has_default(args) else args.presets
     with_torch = have_torch()
@@ -567,7 +582,7 @@ def main(argv: list[str] | None = None) -> dict:
         print("note: this CPU has no AVX512-BF16: the bfloat16 column is skipped")
     peak = args.peak
     if peak is None:
-        measured = fma_peak(args.threads)
+        measured = fma_peak(args.threads, ("-mno-avx512f",) if args.isa == "avx2" else ())
         if measured:
             print(f"FMA peak ({args.threads} threads): {measured[0]:.1f} GFLOP/s wall clock, "
                   f"{measured[1]:.1f} GFLOP/s per CPU-second x {args.threads} (used for MFU)")
@@ -582,9 +597,10 @@ def main(argv: list[str] | None = None) -> dict:
         steps = 1 if name == "gpt2" else (2 if args.quick else 3)
         results[name] = bench_preset(name, args.threads, rounds, steps,
                                      1 if name == "gpt2" else 2, not args.no_breakdown,
-                                     with_torch, with_bf16)
-        print(f"  {name}: gptlab {results[name]['gptlab']['ms_step']:.1f} ms/step"
-              + (f", torch {results[name]['torch']['ms_step']:.1f} ms/step"
+                                     with_torch, with_bf16, args.isa)
+        r = results[name]
+        print(f"  {name}: gptlab {r['gptlab']['ms_step']:.1f} ms/step ({r['gptlab']['isa']})"
+              + (f", torch {r['torch']['ms_step']:.1f} ms/step ({r['torch']['isa']})"
                  if with_torch else ""), flush=True)
     print_tables(results, peak, args.threads)
     for r in results.values():
@@ -592,7 +608,7 @@ def main(argv: list[str] | None = None) -> dict:
             if k in r and peak:
                 r[k]["mfu"] = 6 * r[k]["params"] * r[k]["tokens_s"] / (peak * 1e9)
                 r[k]["cpu_mfu"] = 6 * r[k]["params"] * r[k]["cpu_tokens_s"] / (peak * 1e9)
-    out = {"threads": args.threads, "peak_gflops": peak, "presets": results,
+    out = {"threads": args.threads, "peak_gflops": peak, "presets": results, "isa": args.isa,
            "load_average": os.getloadavg(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
            "machine": os.uname().machine, "cpu_count": os.cpu_count()}
     if args.json:
