@@ -53,11 +53,12 @@
 #define GL_X86 0
 #endif
 
-/* Micro-kernel: C[MR x NR] = alpha * (a @ b) + beta * C, where a holds kc groups of MR floats
- * (one column of A per k) and b holds kc groups of NR floats (one row of B per k).
- * beta == 0 writes C without reading it (C may hold NaN). */
+/* Micro-kernel: C[MR x NR] = alpha * (a @ b) + beta * S, where a holds kc groups of MR floats
+ * (one column of A per k) and b holds kc groups of NR floats (one row of B per k), and row i
+ * of S is at s + i * lds: C itself (s = c, lds = ldc), or one bias row for every row (lds = 0).
+ * beta == 0 writes C without reading S (C may hold NaN; s may be NULL). */
 typedef void (*kernel_fn)(int kc, const float *a, const float *b, float *c, ptrdiff_t ldc,
-                          float alpha, float beta);
+                          float alpha, float beta, const float *s, ptrdiff_t lds);
 /* Packs np consecutive w-wide, kc-deep panels of a (kc x np*w) grid: panel p goes to
  * dst + p*w*kc, with dst[p*w*kc + k*w + i] = element (k, p*w + i), or 0 past the wv valid
  * columns (wv counts from the first panel; the zeros pad the last tile of the matrix).
@@ -115,7 +116,8 @@ static void pack_cols_portable(float *dst, const float *src, ptrdiff_t ld, int w
 
 /* Plain C, written so -O3 vectorises the j loops (SSE2 on x86-64, NEON on aarch64). */
 static void kernel_portable(int kc, const float *restrict a, const float *restrict b,
-                            float *restrict c, ptrdiff_t ldc, float alpha, float beta) {
+                            float *c, ptrdiff_t ldc, float alpha, float beta, const float *s,
+                            ptrdiff_t lds) {
     float acc[P_MR][P_NR] = {{0.0f}};
     for (int k = 0; k < kc; k++) {
         for (int i = 0; i < P_MR; i++) {
@@ -130,7 +132,7 @@ static void kernel_portable(int kc, const float *restrict a, const float *restri
         if (beta == 0.0f)
             for (int j = 0; j < P_NR; j++) ci[j] = alpha * acc[i][j];
         else
-            for (int j = 0; j < P_NR; j++) ci[j] = alpha * acc[i][j] + beta * ci[j];
+            for (int j = 0; j < P_NR; j++) ci[j] = alpha * acc[i][j] + beta * s[i * lds + j];
     }
 }
 
@@ -145,8 +147,9 @@ static void kernel_portable(int kc, const float *restrict a, const float *restri
  * of Zen 3 / Haswell stay busy, and 12 independent chains cover the 4-cycle FMA latency. */
 __attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float *restrict a,
                                                             const float *restrict b,
-                                                            float *restrict c, ptrdiff_t ldc,
-                                                            float alpha, float beta) {
+                                                            float *c, ptrdiff_t ldc,
+                                                            float alpha, float beta,
+                                                            const float *s, ptrdiff_t lds) {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -189,8 +192,9 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float 
         float *ci = c + (i) * ldc;                                                               \
         __m256 r0 = _mm256_mul_ps(va, lo), r1 = _mm256_mul_ps(va, hi);                           \
         if (beta != 0.0f) {                                                                      \
-            r0 = _mm256_add_ps(r0, _mm256_mul_ps(vb, _mm256_loadu_ps(ci)));                      \
-            r1 = _mm256_add_ps(r1, _mm256_mul_ps(vb, _mm256_loadu_ps(ci + 8)));                  \
+            const float *si = s + (i) * lds;                                                     \
+            r0 = _mm256_add_ps(r0, _mm256_mul_ps(vb, _mm256_loadu_ps(si)));                      \
+            r1 = _mm256_add_ps(r1, _mm256_mul_ps(vb, _mm256_loadu_ps(si + 8)));                  \
         }                                                                                        \
         _mm256_storeu_ps(ci, r0);                                                                \
         _mm256_storeu_ps(ci + 8, r1);                                                            \
@@ -394,17 +398,19 @@ __attribute__((target(AVX512_TARGET), always_inline)) static inline void start_t
     }
 }
 
-/* C[12 x 32] = alpha * (lo | hi) + beta * C; beta == 0 does not read C. */
+/* C[12 x 32] = alpha * (lo | hi) + beta * S (see kernel_fn); beta == 0 does not read S. */
 __attribute__((target(AVX512_TARGET), always_inline)) static inline void update_tile_avx512(
-    float *c, ptrdiff_t ldc, const __m512 *lo, const __m512 *hi, float alpha, float beta) {
+    float *c, ptrdiff_t ldc, const __m512 *lo, const __m512 *hi, float alpha, float beta,
+    const float *s, ptrdiff_t lds) {
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 12
     for (int i = 0; i < A5_MR; i++) {
         float *ci = c + i * ldc;
         __m512 r0 = _mm512_mul_ps(va, lo[i]), r1 = _mm512_mul_ps(va, hi[i]);
         if (beta != 0.0f) {
-            r0 = _mm512_add_ps(r0, _mm512_mul_ps(vb, _mm512_loadu_ps(ci)));
-            r1 = _mm512_add_ps(r1, _mm512_mul_ps(vb, _mm512_loadu_ps(ci + 16)));
+            const float *si = s + i * lds;
+            r0 = _mm512_add_ps(r0, _mm512_mul_ps(vb, _mm512_loadu_ps(si)));
+            r1 = _mm512_add_ps(r1, _mm512_mul_ps(vb, _mm512_loadu_ps(si + 16)));
         }
         _mm512_storeu_ps(ci, r0);
         _mm512_storeu_ps(ci + 16, r1);
@@ -417,8 +423,9 @@ __attribute__((target(AVX512_TARGET), always_inline)) static inline void update_
  * peak (235 of 237 GFLOP/s on one core), so what the driver loses is outside it. */
 __attribute__((target(AVX512_TARGET))) static void kernel_avx512(int kc, const float *restrict a,
                                                              const float *restrict b,
-                                                             float *restrict c, ptrdiff_t ldc,
-                                                             float alpha, float beta) {
+                                                             float *c, ptrdiff_t ldc,
+                                                             float alpha, float beta,
+                                                             const float *s, ptrdiff_t lds) {
     __m512 lo[A5_MR], hi[A5_MR];
     start_tile_avx512(c, ldc, lo, hi);
 #pragma GCC unroll 2
@@ -433,7 +440,7 @@ __attribute__((target(AVX512_TARGET))) static void kernel_avx512(int kc, const f
         a += A5_MR;
         b += A5_NR;
     }
-    update_tile_avx512(c, ldc, lo, hi, alpha, beta);
+    update_tile_avx512(c, ldc, lo, hi, alpha, beta, s, lds);
 }
 
 #ifndef GL_GEMM_EMULATE_AVX512
@@ -543,8 +550,9 @@ __attribute__((target("avx512f"))) static void pack_cols_avx512(float *dst, cons
  * 2 loads + 12 broadcasts feed 24 VDPBF16PS, each 16 x 2 multiply-adds. */
 __attribute__((target(BF16_TARGET))) static void kernel_bf16(int kc, const float *restrict a,
                                                              const float *restrict b,
-                                                             float *restrict c, ptrdiff_t ldc,
-                                                             float alpha, float beta) {
+                                                             float *c, ptrdiff_t ldc,
+                                                             float alpha, float beta,
+                                                             const float *s, ptrdiff_t lds) {
     __m512 lo[A5_MR], hi[A5_MR];
     start_tile_avx512(c, ldc, lo, hi);
     const int pairs = (kc + 1) / 2;
@@ -560,7 +568,7 @@ __attribute__((target(BF16_TARGET))) static void kernel_bf16(int kc, const float
         a += A5_MR;
         b += A5_NR;
     }
-    update_tile_avx512(c, ldc, lo, hi, alpha, beta);
+    update_tile_avx512(c, ldc, lo, hi, alpha, beta, s, lds);
 }
 
 /* Two vectors of 16 floats rounded to bfloat16 and interleaved: unit j = (x[j], y[j]). */
@@ -792,6 +800,7 @@ typedef struct {
     atomic_int *ready; /* gemm_whole only: one flag per packing unit, set once it is packed */
     atomic_int *finished; /* gemm_whole only: threads done with their work items */
     int nth; /* threads planned for (the team may be smaller) */
+    const float *bias; /* gl_sgemm_bias: N floats added to every row of C (then beta == 0) */
 } gemm_job;
 
 static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
@@ -813,22 +822,27 @@ static void plan_items(const isa_desc *d, int mt, int np, int nth, int per_threa
 }
 
 /* One tile of C from packed micro-panels; edge tiles go through a buffer so that only the
- * valid part is written, with the same arithmetic as the kernel's store. */
+ * valid part is written, with the same arithmetic as the kernel's store. `bias` (the first KC
+ * slice of gl_sgemm_bias, else NULL) takes the place of C in the kernel's store: alpha acc +
+ * 1 * bias, the bits of filling C with the bias first, without that pass over C. */
 static void tile(const gemm_job *g, const float *ap, const float *bp, int kc, int i, int j,
-                 float beta) {
+                 float beta, const float *bias) {
     const isa_desc *d = g->d;
     const int MR = d->mr, NR = d->nr, mv = min_int(MR, g->M - i), nv = min_int(NR, g->N - j);
     float *c = g->C + i * g->ldc + j;
     if (mv == MR && nv == NR) {
-        d->kernel(kc, ap, bp, c, g->ldc, g->alpha, beta);
+        if (bias) d->kernel(kc, ap, bp, c, g->ldc, g->alpha, 1.0f, bias + j, 0);
+        else d->kernel(kc, ap, bp, c, g->ldc, g->alpha, beta, c, g->ldc);
         return;
     }
     _Alignas(ALIGN) float edge[MAX_MR * MAX_NR];
-    d->kernel(kc, ap, bp, edge, NR, 1.0f, 0.0f);
+    d->kernel(kc, ap, bp, edge, NR, 1.0f, 0.0f, NULL, 0); /* beta 0: no S read */
     for (int ii = 0; ii < mv; ii++) {
         float *ci = c + ii * g->ldc;
         const float *e = edge + ii * NR;
-        if (beta == 0.0f)
+        if (bias)
+            for (int jj = 0; jj < nv; jj++) ci[jj] = g->alpha * e[jj] + bias[j + jj];
+        else if (beta == 0.0f)
             for (int jj = 0; jj < nv; jj++) ci[jj] = g->alpha * e[jj];
         else
             for (int jj = 0; jj < nv; jj++) ci[jj] = g->alpha * e[jj] + beta * ci[jj];
@@ -898,7 +912,7 @@ static void gemm_loops(const gemm_job *g) {
         const size_t own_slice = (size_t)ceil_div(mt, nmb) * MR * d->kc;
         for (int pc = 0; pc < K; pc += d->kc) {
             const int kc = min_int(d->kc, K - pc);
-            const float beta = pc == 0 ? g->beta : 1.0f;
+            const float beta = pc == 0 ? g->beta : 1.0f, *bias = pc == 0 ? g->bias : NULL;
             /* pack the B panel (and A, if items share rows) in groups of PACK_GROUP panels */
             const int nga = own_a ? 0 : ceil_div(mt, PACK_GROUP);
             const int ngroups = nga + ceil_div(np, PACK_GROUP);
@@ -929,7 +943,7 @@ static void gemm_loops(const gemm_job *g) {
                     const float *bp = g->bpack + (size_t)p * NR * kc;
                     for (int r = r0; r < r1; r++)
                         tile(g, ap + (size_t)(r - r0) * MR * kc, bp, kc, r * MR, jc + p * NR,
-                             beta);
+                             beta, bias);
                 }
             }
         }
@@ -1019,7 +1033,7 @@ static void gemm_whole(const gemm_job *g, int nth) {
         const int p0 = w.np * c / nnb, p1 = w.np * (c + 1) / nnb;
         for (int s = 0; s < w.nslices; s++) {
             const int kc = min_int(d->kc, K - s * d->kc);
-            const float beta = s == 0 ? g->beta : 1.0f;
+            const float beta = s == 0 ? g->beta : 1.0f, *bias = s == 0 ? g->bias : NULL;
             for (int t = r0 / PACK_GROUP; t <= (r1 - 1) / PACK_GROUP; t++)
                 wait_packed(g, s * per_slice + t);
             for (int t = p0 / PACK_GROUP; t <= (p1 - 1) / PACK_GROUP; t++)
@@ -1028,7 +1042,7 @@ static void gemm_whole(const gemm_job *g, int nth) {
             for (int p = p0; p < p1; p++)
                 for (int r = r0; r < r1; r++)
                     tile(g, as + (size_t)r * MR * kc, bs + (size_t)p * NR * kc, kc, r * MR,
-                         p * NR, beta);
+                         p * NR, beta, bias);
         }
     }
     /* the last items differ in length (Zen 5, benchmarks/ab_builds.py --step small against the
@@ -1228,11 +1242,19 @@ static void sgemm_skinny(const gemm_job *g, int nth) {
 #define SMALL_WORK (32 * 32 * 32)
 #define WORK_PER_THREAD (1 << 20)
 
-void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
-              const float *B, int ldb, float beta, float *C, int ldc) {
-    if (M <= 0 || N <= 0) return;
-    gemm_job g = {active_isa(), transA, transB, M, N, K < 0 ? 0 : K, alpha, beta, A, B, C,
-                  lda, ldb, ldc, NULL, NULL, NULL, NULL, 1};
+/* The unblocked paths take gl_sgemm_bias's bias the plain way: copied into every row of C,
+ * then added with beta = 1 (the bits the blocked paths give). */
+static void bias_into_c(gemm_job *g) {
+    if (!g->bias) return;
+    for (int i = 0; i < g->M; i++) memcpy(g->C + i * g->ldc, g->bias, sizeof(float) * g->N);
+    g->beta = 1.0f;
+    g->bias = NULL;
+}
+
+/* Picks the path of a product: skinny (decode step), unblocked (tiny), gemm_whole (short,
+ * several threads) or gemm_loops, and the team size. */
+static void sgemm_run(gemm_job g) {
+    const int M = g.M, N = g.N, K = g.K, transA = g.transA;
     const isa_desc *d = g.d;
     const double work = (double)M * N * K;
     if (M <= SKINNY_M && !transA && g.K > 0 && work >= SMALL_WORK &&
@@ -1242,6 +1264,7 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
         if (!omp_in_parallel() && (double)N * g.K >= SKINNY_FLOATS_PER_RUN)
             nth = omp_get_max_threads();
 #endif
+        bias_into_c(&g);
         sgemm_skinny(&g, nth);
         return;
     }
@@ -1273,6 +1296,7 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
         }
     }
     if (!g.apack || !g.bpack) { /* small, K == 0, or out of memory */
+        bias_into_c(&g);
         sgemm_small(&g);
         return;
     }
@@ -1288,4 +1312,20 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
         if (whole) gemm_whole(&g, team);
         else gemm_loops(&g);
     }
+}
+
+void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    const gemm_job g = {active_isa(), transA, transB, M, N, K < 0 ? 0 : K, alpha, beta, A, B,
+                        C, lda, ldb, ldc, NULL, NULL, NULL, NULL, 1, NULL};
+    sgemm_run(g);
+}
+
+void gl_sgemm_bias(int transA, int transB, int M, int N, int K, const float *A, int lda,
+                   const float *B, int ldb, const float *bias, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    const gemm_job g = {active_isa(), transA, transB, M, N, K < 0 ? 0 : K, 1.0f, 0.0f, A, B,
+                        C, lda, ldb, ldc, NULL, NULL, NULL, NULL, 1, bias};
+    sgemm_run(g);
 }

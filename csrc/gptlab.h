@@ -39,6 +39,11 @@ int gl_get_num_threads(void);
  * The three products of training: x@W (0,0), dy@W^T (0,1), x^T@dy (1,0). */
 void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
+/* C = op(A) op(B) + bias, bias (N) added to every row of C: a linear layer's forward. The bits
+ * of filling C with bias and calling gl_sgemm with alpha = beta = 1, without that pass over C:
+ * the blocked paths add the bias to each tile of the first KC slice as it is stored. */
+void gl_sgemm_bias(int transA, int transB, int M, int N, int K, const float *A, int lda,
+                   const float *B, int ldb, const float *bias, float *C, int ldc);
 
 /* The instruction set gl_sgemm runs with: "avx512", "avx2", or "portable". */
 const char *gl_gemm_isa(void);

@@ -392,17 +392,12 @@ void gl_layernorm_backward(float *dx, float *dw, float *db, const float *dout, c
 /* ---- matmul (affine map, Conv1D layout) ------------------------------------------------- */
 
 /* out = x @ w + b. x: (N,C); w: (C,OC); b: (OC) or NULL; out: (N,OC).
- * The bias is written first, then gl_sgemm adds x @ w on top (beta = 1). */
+ * With a bias, gl_sgemm_bias adds it to each tile of the product as the tile is stored. */
 void gl_matmul_forward(float *out, const float *x, const float *w, const float *b, int N, int C,
                        int OC) {
     if (N <= 0 || OC <= 0) return;
-    float beta = 0.0f;
-    if (b) {
-#pragma omp parallel for schedule(static) if ((size_t)N * OC >= GL_PAR_MIN)
-        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, b, sizeof(float) * (size_t)OC);
-        beta = 1.0f;
-    }
-    gl_sgemm(0, 0, N, OC, C, 1.0f, x, C, w, OC, beta, out, OC);
+    if (b) gl_sgemm_bias(0, 0, N, OC, C, x, C, w, OC, b, out, OC);
+    else gl_sgemm(0, 0, N, OC, C, 1.0f, x, C, w, OC, 0.0f, out, OC);
 }
 
 /* dx += dout @ w^T: (N,OC) @ (OC,C); dw += x^T @ dout: (C,N) @ (N,OC); db += sum_n dout.

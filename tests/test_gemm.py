@@ -266,6 +266,28 @@ def test_sgemm_long_products_in_the_blocked_loops_at_every_thread_count(isa, thr
             np.testing.assert_array_equal(C, results[0])
 
 
+def test_linear_forward_adds_its_bias_inside_the_product_with_the_bits_of_beta_one(isa, threads):
+    """matmul_forward(x, w, b) runs gl_sgemm_bias: the blocked paths add b to each tile of the
+    first KC slice as it is stored, the others copy b into the output first. Either way the
+    bits must be those of filling C with b and calling sgemm with alpha = beta = 1, on every
+    path: tiny (unblocked), 4 rows (skinny), short (gemm_whole), long with items owning rows
+    and with items sharing rows (gemm_loops); and right against float64."""
+    rng = np.random.default_rng(29)
+    for N, C, OC in [(3, 5, 7), (4, 384, 1153), (200, 192, 577), (1453, 800, 1100),
+                     (300, 520, 4200)]:
+        x = rng.standard_normal((N, C)).astype(np.float32)
+        w = rng.standard_normal((C, OC)).astype(np.float32)
+        b = rng.standard_normal(OC).astype(np.float32)
+        for n in (1, 2, 3):
+            _core.set_num_threads(n)
+            got = _core.matmul_forward(x, w, b)
+            want = np.tile(b, (N, 1))
+            _core.sgemm(0, 0, x, w, want, 1.0, 1.0)
+            np.testing.assert_array_equal(got, want, err_msg=f"{(N, C, OC)}, {n} threads")
+        ref, tol = _reference(0, 0, x, w, np.tile(b, (N, 1)), 1.0, 1.0)
+        assert np.all(np.abs(got - ref) <= tol)
+
+
 def test_sgemm_called_from_several_python_threads_at_once(isa):
     """The GIL is released and packing buffers are per calling thread: concurrent calls on
     different arrays give the same results as calls one after another."""
