@@ -879,13 +879,19 @@ static int loops_plan(const isa_desc *d, int mt, int np, int nth, int *nmb, int 
     return nth == 1 || *nmb >= 4 * nth;
 }
 
+/* With own rows, each thread's slice of apack: the tallest of nmb items' rows, a KC slice deep
+ * (or K, if shallower). */
+static size_t own_a_floats(const isa_desc *d, int mt, int nmb, int K) {
+    return (size_t)ceil_div(mt, nmb) * d->mr * min_int(d->kc, K);
+}
+
 /* Floats of packed A that gemm_loops needs: with own rows, one slice per thread holding the
  * tallest item's rows (an A block for L2); otherwise all of op(A)'s rows, packed once. */
-static size_t loops_apack_floats(const isa_desc *d, int M, int kc, int nth) {
+static size_t loops_apack_floats(const isa_desc *d, int M, int K, int nth) {
     const int mt = ceil_div(M, d->mr);
     int nmb, nnb;
-    if (!loops_plan(d, mt, 1, nth, &nmb, &nnb)) return (size_t)kc * mt * d->mr;
-    return (size_t)nth * kc * ceil_div(mt, nmb) * d->mr;
+    if (!loops_plan(d, mt, 1, nth, &nmb, &nnb)) return (size_t)min_int(d->kc, K) * mt * d->mr;
+    return (size_t)nth * own_a_floats(d, mt, nmb, K);
 }
 
 /* The loops around the micro-kernel, run by every thread of the team (or by the caller alone:
@@ -909,7 +915,7 @@ static void gemm_loops(const gemm_job *g) {
         const int nc = min_int(d->nc, N - jc), np = ceil_div(nc, NR);
         int nmb, nnb;
         const int own_a = loops_plan(d, mt, np, g->nth, &nmb, &nnb);
-        const size_t own_slice = (size_t)ceil_div(mt, nmb) * MR * d->kc;
+        const size_t own_slice = own_a_floats(d, mt, nmb, K);
         for (int pc = 0; pc < K; pc += d->kc) {
             const int kc = min_int(d->kc, K - pc);
             const float beta = pc == 0 ? g->beta : 1.0f, *bias = pc == 0 ? g->bias : NULL;
@@ -1291,7 +1297,7 @@ static void sgemm_run(gemm_job g) {
             g.finished = &finished;
         } else {
             const int kc = min_int(d->kc, g.K);
-            g.apack = thread_buffer(0, loops_apack_floats(d, M, kc, nth));
+            g.apack = thread_buffer(0, loops_apack_floats(d, M, g.K, nth));
             g.bpack = thread_buffer(1, (size_t)kc * ceil_div(min_int(N, d->nc), d->nr) * d->nr);
         }
     }

@@ -250,11 +250,13 @@ def test_sgemm_long_products_in_the_blocked_loops_at_every_thread_count(isa, thr
     """Products whose packed operands pass 2M floats take the blocked loops, a team barrier
     per KC slice. With many rows each work item packs its own rows of A into its thread's
     buffer (1453 rows: one, two and, on the AVX2 and portable tiles, three threads; K = 2100:
-    nine slices, the last one short; 4150 columns: two NC blocks). With few rows the team packs
+    several slices, the last one short; 4150 columns: two NC blocks; 33001 rows with K = 64,
+    shallower than every KC, so the threads' buffers are K deep). With few rows the team packs
     A once per slice and items split the columns (300 rows, 4200 columns). Right against
     float64 in every transposition case, and the same bits for 1, 2 and 3 threads."""
     rng = np.random.default_rng(23)
-    for (ta, tb), (M, N, K) in [((0, 0), (1453, 1100, 2100)), ((1, 1), (1453, 4150, 270)),
+    for (ta, tb), (M, N, K) in [((0, 1), (33001, 100, 64)),  # first: buffers not grown yet
+                                ((0, 0), (1453, 1100, 2100)), ((1, 1), (1453, 4150, 270)),
                                 ((0, 1), (300, 4200, 520)), ((1, 0), (300, 4200, 520))]:
         A, B = _operands(rng, M, N, K, ta, tb)
         C0 = rng.standard_normal((M, N)).astype(np.float32)
