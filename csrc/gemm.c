@@ -659,15 +659,18 @@ enum { ISA_PORTABLE, ISA_AVX2, ISA_AVX512, ISA_COUNT };
 /* Block sizes. AVX2 (Zen 3: 32 KB L1d, 512 KB L2): B micro-panel 16 x 384 floats = 24 KB in
  * L1, A block 144 x 384 = 216 KB in L2, B panel 384 x 4096 = 6 MB in L3 (KC 384 measured a
  * few % faster than 256 on Zen 3: C is loaded and stored half as often).
- * AVX-512 (Zen 5: 48 KB L1d, 1 MB L2): KC 256, B micro-panel 32 x 256 = 32 KB in L1, A block
- * 240 x 256 = 240 KB in L2; KC 256 measured 2% faster than 192 and 384 across the GPT shapes on
- * one core (C loaded and stored less often; the kernel streams B from L2 at full speed). */
+ * AVX-512 (Zen 5: 48 KB L1d, 1 MB L2): KC 512, A block 240 x 512 = 480 KB in L2, B
+ * micro-panel 32 x 512 = 64 KB, streamed from L2 at full speed. On one core KC 256 (the B
+ * micro-panel in L1) was 2% faster across the GPT shapes, but with two threads sharing L3 and
+ * memory, loading and storing C half as often wins (benchmarks/ab_builds.py against KC 256:
+ * --step small B/A 0.966, 0.967, 0.960, --step gpt-mini 0.929; --gemm over bench_gemm's 36
+ * shapes: geometric mean 0.975, 0.895-1.086; one thread: --step small 0.999). */
 static const isa_desc isa_table[ISA_COUNT] = {
     {"portable", P_MR, P_NR, 128, 256, 4096, kernel_portable, pack_rows_portable,
      pack_cols_portable},
 #if GL_X86
     {"avx2", A2_MR, A2_NR, 144, 384, 4096, kernel_avx2, pack_rows_avx2, pack_cols_avx2},
-    {"avx512", A5_MR, A5_NR, 240, 256, 4096, kernel_avx512, PACK_ROWS_AVX512, PACK_COLS_AVX512},
+    {"avx512", A5_MR, A5_NR, 240, 512, 4096, kernel_avx512, PACK_ROWS_AVX512, PACK_COLS_AVX512},
 #else
     {"avx2", 0, 0, 0, 0, 0, NULL, NULL, NULL},
     {"avx512", 0, 0, 0, 0, 0, NULL, NULL, NULL},
@@ -984,8 +987,9 @@ static whole_plan plan_whole(const gemm_job *g) {
     w.nga = ceil_div(w.mt, PACK_GROUP);
     w.ngb = ceil_div(w.np, PACK_GROUP);
     w.units = w.nslices * (w.nga + w.ngb);
-    w.astride = (size_t)w.mt * d->mr * d->kc;
-    w.bstride = (size_t)w.np * d->nr * d->kc;
+    const int kc = min_int(d->kc, g->K); /* every slice but the last is kc deep */
+    w.astride = (size_t)w.mt * d->mr * kc;
+    w.bstride = (size_t)w.np * d->nr * kc;
     return w;
 }
 

@@ -66,7 +66,7 @@ def _check(ta, tb, A, B, C0, alpha, beta):
 
 
 # Edge sizes, sizes one off the register tiles (4x8, 6x16, 12x32), and sizes that cross the
-# cache blocks (MC 128..240, KC 192..384, NC 4096) so partial blocks are exercised. Products
+# cache blocks (MC 128..240, KC 256..512, NC 4096) so partial blocks are exercised. Products
 # under 32^3 multiply-adds take the unblocked path, so edge sizes appear in both regimes.
 SHAPES = [
     (1, 1, 1), (1, 7, 17), (7, 1, 65), (17, 63, 1), (63, 65, 7), (65, 17, 63),
