@@ -10,7 +10,7 @@ builds must offer the functions it calls.
     # build the old commit beside this checkout
     git worktree add /tmp/old <commit> && (cd /tmp/old && python setup.py build_ext --inplace)
     python benchmarks/ab_builds.py /tmp/old/gptlab/_core*.so gptlab/_core*.so \\
-        [--step small|gpt-mini] [--generate small|gpt-mini] [--batch 1]
+        [--step small|gpt-mini|gpt2] [--generate small|gpt-mini] [--batch 1]
         [--gemm CASE M K N] [--threads 2] [--rounds 8] [--pause 0.05]
 
 --step times training steps (zero_grad, forward, backward, clip_and_step) on random tokens at

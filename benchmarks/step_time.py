@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import gptlab as gl  # noqa: E402
 
-SHAPES = {"small": (16, 128), "gpt-mini": (8, 256)}
+SHAPES = {"small": (16, 128), "gpt-mini": (8, 256), "gpt2": (4, 64)}
 
 
 def wait_settings() -> str:
@@ -34,11 +34,12 @@ def make_step(preset: str):
     """One training step (zero_grad, forward, backward, clip_and_step) of a fresh model of the
     preset at its SHAPES batch, on fixed random tokens, as a callable."""
     B, T = SHAPES[preset]
-    model = gl.GPT(gl.GPTConfig.preset(preset, vocab_size=2048), seed=0)
+    V = 50257 if preset == "gpt2" else 2048  # gpt2 keeps its own LM head, the largest product
+    model = gl.GPT(gl.GPTConfig.preset(preset, vocab_size=V), seed=0)
     opt = gl.AdamW(model, 3e-4)
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 2048, (B, T), dtype=np.int32)
-    y = rng.integers(0, 2048, (B, T), dtype=np.int32)
+    x = rng.integers(0, V, (B, T), dtype=np.int32)
+    y = rng.integers(0, V, (B, T), dtype=np.int32)
 
     def step() -> None:
         model.zero_grad()

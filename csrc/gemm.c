@@ -663,8 +663,8 @@ enum { ISA_PORTABLE, ISA_AVX2, ISA_AVX512, ISA_COUNT };
  * micro-panel 32 x 512 = 64 KB, streamed from L2 at full speed. On one core KC 256 (the B
  * micro-panel in L1) was 2% faster across the GPT shapes, but with two threads sharing L3 and
  * memory, loading and storing C half as often wins (benchmarks/ab_builds.py against KC 256:
- * --step small B/A 0.966, 0.967, 0.960, --step gpt-mini 0.929; --gemm over bench_gemm's 36
- * shapes: geometric mean 0.975, 0.895-1.086; one thread: --step small 0.999). */
+ * --step small B/A 0.966, 0.967, 0.960, --step gpt-mini 0.929; --gemm over 35 of bench_gemm's
+ * 36 shapes: geometric mean 0.975, 0.895-1.086; one thread: --step small 0.999). */
 static const isa_desc isa_table[ISA_COUNT] = {
     {"portable", P_MR, P_NR, 128, 256, 4096, kernel_portable, pack_rows_portable,
      pack_cols_portable},
