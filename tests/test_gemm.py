@@ -228,14 +228,10 @@ def test_sgemm_is_bitwise_reproducible_and_independent_of_thread_count(isa, thre
             np.testing.assert_array_equal(C, results[0])
 
 
-def test_sgemm_short_products_without_barriers_match_the_blocked_loops(isa, threads):
-    """With 2+ threads, products whose packed operands fit in 2M floats pack every KC slice
-    up front and multiply as each slice is flagged packed (gemm_whole); one thread runs the
-    blocked loops. Same bits either way, and right against float64, across many KC slices,
-    edge tiles, alpha and beta."""
-    rng = np.random.default_rng(17)
-    for ta, tb, (M, N, K) in [(0, 0, (61, 67, 2000)), (0, 1, (200, 45, 1500)),
-                              (1, 0, (43, 250, 2100)), (1, 1, (130, 70, 800))]:
+def _check_at_1_2_3_threads(rng, cases):
+    """Each ((ta, tb), (M, N, K)) with alpha 0.5, beta 0.7: right against float64 on 1, 2 and
+    3 threads, and the same bits on all three."""
+    for (ta, tb), (M, N, K) in cases:
         A, B = _operands(rng, M, N, K, ta, tb)
         C0 = rng.standard_normal((M, N)).astype(np.float32)
         results = []
@@ -244,6 +240,16 @@ def test_sgemm_short_products_without_barriers_match_the_blocked_loops(isa, thre
             results.append(_check(ta, tb, A, B, C0, 0.5, 0.7))
         for C in results[1:]:
             np.testing.assert_array_equal(C, results[0])
+
+
+def test_sgemm_short_products_without_barriers_match_the_blocked_loops(isa, threads):
+    """With 2+ threads, products whose packed operands fit in 2M floats pack every KC slice
+    up front and multiply as each slice is flagged packed (gemm_whole); one thread runs the
+    blocked loops. Same bits either way, and right against float64, across many KC slices,
+    edge tiles, alpha and beta."""
+    _check_at_1_2_3_threads(np.random.default_rng(17), [
+        ((0, 0), (61, 67, 2000)), ((0, 1), (200, 45, 1500)),
+        ((1, 0), (43, 250, 2100)), ((1, 1), (130, 70, 800))])
 
 
 def test_sgemm_long_products_in_the_blocked_loops_at_every_thread_count(isa, threads):
@@ -254,18 +260,10 @@ def test_sgemm_long_products_in_the_blocked_loops_at_every_thread_count(isa, thr
     shallower than every KC, so the threads' buffers are K deep). With few rows the team packs
     A once per slice and items split the columns (300 rows, 4200 columns). Right against
     float64 in every transposition case, and the same bits for 1, 2 and 3 threads."""
-    rng = np.random.default_rng(23)
-    for (ta, tb), (M, N, K) in [((0, 1), (33001, 100, 64)),  # first: buffers not grown yet
-                                ((0, 0), (1453, 1100, 2100)), ((1, 1), (1453, 4150, 270)),
-                                ((0, 1), (300, 4200, 520)), ((1, 0), (300, 4200, 520))]:
-        A, B = _operands(rng, M, N, K, ta, tb)
-        C0 = rng.standard_normal((M, N)).astype(np.float32)
-        results = []
-        for n in (1, 2, 3):
-            _core.set_num_threads(n)
-            results.append(_check(ta, tb, A, B, C0, 0.5, 0.7))
-        for C in results[1:]:
-            np.testing.assert_array_equal(C, results[0])
+    _check_at_1_2_3_threads(np.random.default_rng(23), [
+        ((0, 1), (33001, 100, 64)),  # first: the packing buffers are not grown yet
+        ((0, 0), (1453, 1100, 2100)), ((1, 1), (1453, 4150, 270)),
+        ((0, 1), (300, 4200, 520)), ((1, 0), (300, 4200, 520))])
 
 
 def test_linear_forward_adds_its_bias_inside_the_product_with_the_bits_of_beta_one(isa, threads):
