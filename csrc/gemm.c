@@ -1267,11 +1267,11 @@ static void sgemm_run(gemm_job g) {
     const int M = g.M, N = g.N, K = g.K, transA = g.transA;
     const isa_desc *d = g.d;
     const double work = (double)M * N * K;
-    if (M <= SKINNY_M && !transA && g.K > 0 && work >= SMALL_WORK &&
+    if (M <= SKINNY_M && !transA && K > 0 && work >= SMALL_WORK &&
         strcmp(d->name, "portable") != 0) {
         int nth = 1;
 #ifdef _OPENMP
-        if (!omp_in_parallel() && (double)N * g.K >= SKINNY_FLOATS_PER_RUN)
+        if (!omp_in_parallel() && (double)N * K >= SKINNY_FLOATS_PER_RUN)
             nth = omp_get_max_threads();
 #endif
         bias_into_c(&g);
@@ -1288,7 +1288,7 @@ static void sgemm_run(gemm_job g) {
     g.nth = nth;
     atomic_int ready[WHOLE_UNITS], finished;
     int whole = 0;
-    if (g.K > 0 && work >= SMALL_WORK) {
+    if (K > 0 && work >= SMALL_WORK) {
         const whole_plan w = plan_whole(&g);
         const size_t asz = w.nslices * w.astride, bsz = w.nslices * w.bstride;
         whole = nth > 1 && asz + bsz <= WHOLE_FLOATS && w.units <= WHOLE_UNITS;
@@ -1300,8 +1300,8 @@ static void sgemm_run(gemm_job g) {
             g.ready = ready;
             g.finished = &finished;
         } else {
-            const int kc = min_int(d->kc, g.K);
-            g.apack = thread_buffer(0, loops_apack_floats(d, M, g.K, nth));
+            const int kc = min_int(d->kc, K);
+            g.apack = thread_buffer(0, loops_apack_floats(d, M, K, nth));
             g.bpack = thread_buffer(1, (size_t)kc * ceil_div(min_int(N, d->nc), d->nr) * d->nr);
         }
     }
