@@ -65,6 +65,11 @@ typedef void (*kernel_fn)(int kc, const float *a, const float *b, float *c, ptrd
  * "rows" layout: element (k, i) at src[k*ld + i]; "cols" layout: at src[i*ld + k]. */
 typedef void (*pack_fn)(float *dst, const float *src, ptrdiff_t ld, int w, int wv, int kc,
                         int np);
+/* The micro-kernel with A read in place, not packed: row i of the MR x kc block of A at
+ * a + i * lda, k contiguous (a row-major A, not transposed). */
+typedef void (*kernel_rows_fn)(int kc, const float *a, ptrdiff_t lda, const float *b, float *c,
+                               ptrdiff_t ldc, float alpha, float beta, const float *s,
+                               ptrdiff_t lds);
 
 typedef struct {
     const char *name;
@@ -72,10 +77,12 @@ typedef struct {
     int mc, kc, nc;     /* cache blocks: A block MC x KC (L2), B panel KC x NC (L3) */
     kernel_fn kernel;
     pack_fn pack_rows, pack_cols;
+    kernel_rows_fn kernel_rows; /* NULL: this path always packs A */
 } isa_desc;
 
 #define MAX_MR 16
 #define MAX_NR 32
+#define MAX_KC 512
 #define ALIGN 64
 
 /* ---- portable path ------------------------------------------------------------------------ */
@@ -144,12 +151,12 @@ static void kernel_portable(int kc, const float *restrict a, const float *restri
 
 /* 6x16 tile: 12 accumulators (6 rows x two 8-float vectors), 2 vectors of B, 1 broadcast of A:
  * 15 of the 16 ymm registers. Per k: 2 loads + 6 broadcasts feed 12 FMAs, so both FMA pipes
- * of Zen 3 / Haswell stay busy, and 12 independent chains cover the 4-cycle FMA latency. */
-__attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float *restrict a,
-                                                            const float *restrict b,
-                                                            float *c, ptrdiff_t ldc,
-                                                            float alpha, float beta,
-                                                            const float *s, ptrdiff_t lds) {
+ * of Zen 3 / Haswell stay busy, and 12 independent chains cover the 4-cycle FMA latency.
+ * Element (i, k) of the A panel is a[i * rs + k * ks]: packed (rs 1, ks MR), or read in place
+ * from a row-major A (rs lda, ks 1: six row streams, see kernel_avx2_rows). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+tile_avx2(int kc, const float *restrict a, ptrdiff_t rs, ptrdiff_t ks, const float *restrict b,
+          float *c, ptrdiff_t ldc, float alpha, float beta, const float *s, ptrdiff_t lds) {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -160,30 +167,32 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float 
         _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
     }
+    const float *a0 = a, *a1 = a + rs, *a2 = a + 2 * rs, *a3 = a + 3 * rs, *a4 = a + 4 * rs,
+                *a5 = a + 5 * rs;
 #pragma GCC unroll 4
     for (int k = 0; k < kc; k++) {
-        _mm_prefetch((const char *)(a + 96), _MM_HINT_T0);
+        if (ks != 1) _mm_prefetch((const char *)(a0 + 96), _MM_HINT_T0);
         const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
         __m256 ai;
-        ai = _mm256_broadcast_ss(a + 0);
+        ai = _mm256_broadcast_ss(a0);
         c00 = _mm256_fmadd_ps(ai, b0, c00);
         c01 = _mm256_fmadd_ps(ai, b1, c01);
-        ai = _mm256_broadcast_ss(a + 1);
+        ai = _mm256_broadcast_ss(a1);
         c10 = _mm256_fmadd_ps(ai, b0, c10);
         c11 = _mm256_fmadd_ps(ai, b1, c11);
-        ai = _mm256_broadcast_ss(a + 2);
+        ai = _mm256_broadcast_ss(a2);
         c20 = _mm256_fmadd_ps(ai, b0, c20);
         c21 = _mm256_fmadd_ps(ai, b1, c21);
-        ai = _mm256_broadcast_ss(a + 3);
+        ai = _mm256_broadcast_ss(a3);
         c30 = _mm256_fmadd_ps(ai, b0, c30);
         c31 = _mm256_fmadd_ps(ai, b1, c31);
-        ai = _mm256_broadcast_ss(a + 4);
+        ai = _mm256_broadcast_ss(a4);
         c40 = _mm256_fmadd_ps(ai, b0, c40);
         c41 = _mm256_fmadd_ps(ai, b1, c41);
-        ai = _mm256_broadcast_ss(a + 5);
+        ai = _mm256_broadcast_ss(a5);
         c50 = _mm256_fmadd_ps(ai, b0, c50);
         c51 = _mm256_fmadd_ps(ai, b1, c51);
-        a += A2_MR;
+        a0 += ks, a1 += ks, a2 += ks, a3 += ks, a4 += ks, a5 += ks;
         b += A2_NR;
     }
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
@@ -206,6 +215,26 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float 
     STORE_ROW(4, c40, c41);
     STORE_ROW(5, c50, c51);
 #undef STORE_ROW
+}
+
+__attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float *restrict a,
+                                                            const float *restrict b,
+                                                            float *c, ptrdiff_t ldc,
+                                                            float alpha, float beta,
+                                                            const float *s, ptrdiff_t lds) {
+    tile_avx2(kc, a, 1, A2_MR, b, c, ldc, alpha, beta, s, lds);
+}
+
+/* The same tile with A read in place: row i of the tile is a + i * lda, kc floats long. The
+ * same multiply-adds in the same order as packing A first and calling kernel_avx2: the same
+ * bits. */
+__attribute__((target("avx2,fma"))) static void kernel_avx2_rows(int kc, const float *restrict a,
+                                                                 ptrdiff_t lda,
+                                                                 const float *restrict b,
+                                                                 float *c, ptrdiff_t ldc,
+                                                                 float alpha, float beta,
+                                                                 const float *s, ptrdiff_t lds) {
+    tile_avx2(kc, a, lda, 1, b, c, ldc, alpha, beta, s, lds);
 }
 
 /* In-register transpose of 8 rows of 8 floats: r[i][k] -> r[k][i]. */
@@ -669,7 +698,8 @@ static const isa_desc isa_table[ISA_COUNT] = {
     {"portable", P_MR, P_NR, 128, 256, 4096, kernel_portable, pack_rows_portable,
      pack_cols_portable},
 #if GL_X86
-    {"avx2", A2_MR, A2_NR, 144, 384, 4096, kernel_avx2, pack_rows_avx2, pack_cols_avx2},
+    {"avx2", A2_MR, A2_NR, 144, 384, 4096, kernel_avx2, pack_rows_avx2, pack_cols_avx2,
+     kernel_avx2_rows},
     {"avx512", A5_MR, A5_NR, 240, 512, 4096, kernel_avx512, PACK_ROWS_AVX512, PACK_COLS_AVX512},
 #else
     {"avx2", 0, 0, 0, 0, 0, NULL, NULL, NULL},
@@ -804,6 +834,7 @@ typedef struct {
     atomic_int *finished; /* gemm_whole only: threads done with their work items */
     int nth; /* threads planned for (the team may be smaller) */
     const float *bias; /* gl_sgemm_bias: N floats added to every row of C (then beta == 0) */
+    int a_in_place; /* gemm_whole reads A where it lies (d->kernel_rows): nothing packs it */
 } gemm_job;
 
 static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
@@ -834,12 +865,24 @@ static void tile(const gemm_job *g, const float *ap, const float *bp, int kc, in
     const int MR = d->mr, NR = d->nr, mv = min_int(MR, g->M - i), nv = min_int(NR, g->N - j);
     float *c = g->C + i * g->ldc + j;
     if (mv == MR && nv == NR) {
-        if (bias) d->kernel(kc, ap, bp, c, g->ldc, g->alpha, 1.0f, bias + j, 0);
+        if (g->a_in_place && bias)
+            d->kernel_rows(kc, ap, g->lda, bp, c, g->ldc, g->alpha, 1.0f, bias + j, 0);
+        else if (g->a_in_place)
+            d->kernel_rows(kc, ap, g->lda, bp, c, g->ldc, g->alpha, beta, c, g->ldc);
+        else if (bias) d->kernel(kc, ap, bp, c, g->ldc, g->alpha, 1.0f, bias + j, 0);
         else d->kernel(kc, ap, bp, c, g->ldc, g->alpha, beta, c, g->ldc);
         return;
     }
     _Alignas(ALIGN) float edge[MAX_MR * MAX_NR];
-    d->kernel(kc, ap, bp, edge, NR, 1.0f, 0.0f, NULL, 0); /* beta 0: no S read */
+    if (g->a_in_place && mv == MR) {
+        d->kernel_rows(kc, ap, g->lda, bp, edge, NR, 1.0f, 0.0f, NULL, 0);
+    } else if (g->a_in_place) { /* the last, short rows: padded with zeros, as packing does */
+        _Alignas(ALIGN) float panel[MAX_MR * MAX_KC];
+        d->pack_cols(panel, ap, g->lda, MR, mv, kc, 1);
+        d->kernel(kc, panel, bp, edge, NR, 1.0f, 0.0f, NULL, 0);
+    } else {
+        d->kernel(kc, ap, bp, edge, NR, 1.0f, 0.0f, NULL, 0); /* beta 0: no S read */
+    }
     for (int ii = 0; ii < mv; ii++) {
         float *ci = c + ii * g->ldc;
         const float *e = edge + ii * NR;
@@ -971,6 +1014,13 @@ static void gemm_loops(const gemm_job *g) {
  * tile still sums the KC slices in order with the same kernel: the bits equal gemm_loops'. */
 #define WHOLE_FLOATS (2 << 20)
 #define WHOLE_UNITS 4096
+/* gemm_whole reads a row-major A in place (no packing of A) when the micro-kernel can and C is
+ * at most this wide. Packing A costs the same whatever N is, so it weighs most on narrow
+ * products; wide ones re-read each tile row of A for many panels, and there six row streams
+ * were slower than one packed stream (AVX2, Zen 2, benchmarks/ab_builds.py --gemm, B/A
+ * in place against packed: NN 2048x768x192 0.891, NT 2048x192x192 0.917, NN 2048x192x576
+ * 0.948, NN 256x768x768 0.884, NN 2048x384x1152 0.994, but NN 256x768x2304 1.055 and 1.040). */
+#define A_IN_PLACE_MAX_N 1536
 
 /* Layout of the packed operands: KC slice s of A at apack + s * astride, of B at
  * bpack + s * bstride; within a slice, micro-panels of kc (the slice's depth) floats. Each
@@ -984,11 +1034,11 @@ static whole_plan plan_whole(const gemm_job *g) {
     const isa_desc *d = g->d;
     whole_plan w = {.mt = ceil_div(g->M, d->mr), .np = ceil_div(g->N, d->nr),
                     .nslices = ceil_div(g->K, d->kc)};
-    w.nga = ceil_div(w.mt, PACK_GROUP);
+    w.nga = g->a_in_place ? 0 : ceil_div(w.mt, PACK_GROUP);
     w.ngb = ceil_div(w.np, PACK_GROUP);
     w.units = w.nslices * (w.nga + w.ngb);
     const int kc = min_int(d->kc, g->K); /* every slice but the last is kc deep */
-    w.astride = (size_t)w.mt * d->mr * kc;
+    w.astride = g->a_in_place ? 0 : (size_t)w.mt * d->mr * kc;
     w.bstride = (size_t)w.np * d->nr * kc;
     return w;
 }
@@ -1044,15 +1094,18 @@ static void gemm_whole(const gemm_job *g, int nth) {
         for (int s = 0; s < w.nslices; s++) {
             const int kc = min_int(d->kc, K - s * d->kc);
             const float beta = s == 0 ? g->beta : 1.0f, *bias = s == 0 ? g->bias : NULL;
-            for (int t = r0 / PACK_GROUP; t <= (r1 - 1) / PACK_GROUP; t++)
-                wait_packed(g, s * per_slice + t);
+            for (int t = r0 / PACK_GROUP; t <= (r1 - 1) / PACK_GROUP && w.nga; t++)
+                wait_packed(g, s * per_slice + t); /* no A units when A is read in place */
             for (int t = p0 / PACK_GROUP; t <= (p1 - 1) / PACK_GROUP; t++)
                 wait_packed(g, s * per_slice + w.nga + t);
             const float *as = g->apack + s * w.astride, *bs = g->bpack + s * w.bstride;
             for (int p = p0; p < p1; p++)
-                for (int r = r0; r < r1; r++)
-                    tile(g, as + (size_t)r * MR * kc, bs + (size_t)p * NR * kc, kc, r * MR,
-                         p * NR, beta, bias);
+                for (int r = r0; r < r1; r++) {
+                    const float *ap = g->a_in_place
+                                          ? g->A + (size_t)r * MR * g->lda + (size_t)s * d->kc
+                                          : as + (size_t)r * MR * kc;
+                    tile(g, ap, bs + (size_t)p * NR * kc, kc, r * MR, p * NR, beta, bias);
+                }
         }
     }
     /* the last items differ in length (Zen 5, benchmarks/ab_builds.py --step small against the
@@ -1289,9 +1342,15 @@ static void sgemm_run(gemm_job g) {
     atomic_int ready[WHOLE_UNITS], finished;
     int whole = 0;
     if (K > 0 && work >= SMALL_WORK) {
-        const whole_plan w = plan_whole(&g);
-        const size_t asz = w.nslices * w.astride, bsz = w.nslices * w.bstride;
+        whole_plan w = plan_whole(&g);
+        size_t asz = w.nslices * w.astride;
+        const size_t bsz = w.nslices * w.bstride;
         whole = nth > 1 && asz + bsz <= WHOLE_FLOATS && w.units <= WHOLE_UNITS;
+        if (whole && !transA && N <= A_IN_PLACE_MAX_N && d->kernel_rows && d->kc <= MAX_KC) {
+            g.a_in_place = 1;
+            w = plan_whole(&g);
+            asz = 1; /* unused */
+        }
         if (whole) {
             g.apack = thread_buffer(0, asz);
             g.bpack = thread_buffer(1, bsz);
