@@ -65,11 +65,12 @@ typedef void (*kernel_fn)(int kc, const float *a, const float *b, float *c, ptrd
  * "rows" layout: element (k, i) at src[k*ld + i]; "cols" layout: at src[i*ld + k]. */
 typedef void (*pack_fn)(float *dst, const float *src, ptrdiff_t ld, int w, int wv, int kc,
                         int np);
-/* The micro-kernel with A read in place, not packed: row i of the MR x kc block of A at
- * a + i * lda, k contiguous (a row-major A, not transposed). */
-typedef void (*kernel_rows_fn)(int kc, const float *a, ptrdiff_t lda, const float *b, float *c,
-                               ptrdiff_t ldc, float alpha, float beta, const float *s,
-                               ptrdiff_t lds);
+/* The micro-kernel with A read in place, not packed: element (i, k) of the MR x kc block of
+ * op(A) at a[i * rs + k * ks] -- rs = lda, ks = 1 for a row-major A ("cols" layout), rs = 1,
+ * ks = lda for a transposed one ("rows" layout). */
+typedef void (*kernel_in_place_fn)(int kc, const float *a, ptrdiff_t rs, ptrdiff_t ks,
+                                   const float *b, float *c, ptrdiff_t ldc, float alpha,
+                                   float beta, const float *s, ptrdiff_t lds);
 
 typedef struct {
     const char *name;
@@ -77,7 +78,7 @@ typedef struct {
     int mc, kc, nc;     /* cache blocks: A block MC x KC (L2), B panel KC x NC (L3) */
     kernel_fn kernel;
     pack_fn pack_rows, pack_cols;
-    kernel_rows_fn kernel_rows; /* NULL: this path always packs A */
+    kernel_in_place_fn kernel_in_place; /* NULL: this path always packs A */
 } isa_desc;
 
 #define MAX_MR 16
@@ -153,10 +154,11 @@ static void kernel_portable(int kc, const float *restrict a, const float *restri
  * 15 of the 16 ymm registers. Per k: 2 loads + 6 broadcasts feed 12 FMAs, so both FMA pipes
  * of Zen 3 / Haswell stay busy, and 12 independent chains cover the 4-cycle FMA latency.
  * Element (i, k) of the A panel is a[i * rs + k * ks]: packed (rs 1, ks MR), or read in place
- * from a row-major A (rs lda, ks 1: six row streams, see kernel_avx2_rows). */
+ * (kernel_avx2_in_place). Each k prefetches A pf floats ahead (pf 0: none). */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
-tile_avx2(int kc, const float *restrict a, ptrdiff_t rs, ptrdiff_t ks, const float *restrict b,
-          float *c, ptrdiff_t ldc, float alpha, float beta, const float *s, ptrdiff_t lds) {
+tile_avx2(int kc, const float *restrict a, ptrdiff_t rs, ptrdiff_t ks, ptrdiff_t pf,
+          const float *restrict b, float *c, ptrdiff_t ldc, float alpha, float beta,
+          const float *s, ptrdiff_t lds) {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -171,7 +173,7 @@ tile_avx2(int kc, const float *restrict a, ptrdiff_t rs, ptrdiff_t ks, const flo
                 *a5 = a + 5 * rs;
 #pragma GCC unroll 4
     for (int k = 0; k < kc; k++) {
-        if (ks != 1) _mm_prefetch((const char *)(a0 + 96), _MM_HINT_T0);
+        if (pf) _mm_prefetch((const char *)(a0 + pf), _MM_HINT_T0);
         const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
         __m256 ai;
         ai = _mm256_broadcast_ss(a0);
@@ -222,19 +224,18 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float 
                                                             float *c, ptrdiff_t ldc,
                                                             float alpha, float beta,
                                                             const float *s, ptrdiff_t lds) {
-    tile_avx2(kc, a, 1, A2_MR, b, c, ldc, alpha, beta, s, lds);
+    tile_avx2(kc, a, 1, A2_MR, 16 * A2_MR, b, c, ldc, alpha, beta, s, lds);
 }
 
-/* The same tile with A read in place: row i of the tile is a + i * lda, kc floats long. The
- * same multiply-adds in the same order as packing A first and calling kernel_avx2: the same
- * bits. */
-__attribute__((target("avx2,fma"))) static void kernel_avx2_rows(int kc, const float *restrict a,
-                                                                 ptrdiff_t lda,
-                                                                 const float *restrict b,
-                                                                 float *c, ptrdiff_t ldc,
-                                                                 float alpha, float beta,
-                                                                 const float *s, ptrdiff_t lds) {
-    tile_avx2(kc, a, lda, 1, b, c, ldc, alpha, beta, s, lds);
+/* The same tile with A read where it lies: a row-major A gives six row streams (ks 1), a
+ * transposed one kc rows of six adjacent floats (rs 1), prefetched 16 rows ahead. The same
+ * multiply-adds in the same order as packing A and calling kernel_avx2: the same bits. */
+__attribute__((target("avx2,fma"))) static void
+kernel_avx2_in_place(int kc, const float *restrict a, ptrdiff_t rs, ptrdiff_t ks,
+                     const float *restrict b, float *c, ptrdiff_t ldc, float alpha, float beta,
+                     const float *s, ptrdiff_t lds) {
+    if (ks == 1) tile_avx2(kc, a, rs, 1, 0, b, c, ldc, alpha, beta, s, lds);
+    else tile_avx2(kc, a, 1, ks, 16 * ks, b, c, ldc, alpha, beta, s, lds);
 }
 
 /* In-register transpose of 8 rows of 8 floats: r[i][k] -> r[k][i]. */
@@ -699,7 +700,7 @@ static const isa_desc isa_table[ISA_COUNT] = {
      pack_cols_portable},
 #if GL_X86
     {"avx2", A2_MR, A2_NR, 144, 384, 4096, kernel_avx2, pack_rows_avx2, pack_cols_avx2,
-     kernel_avx2_rows},
+     kernel_avx2_in_place},
     {"avx512", A5_MR, A5_NR, 240, 512, 4096, kernel_avx512, PACK_ROWS_AVX512, PACK_COLS_AVX512},
 #else
     {"avx2", 0, 0, 0, 0, 0, NULL, NULL, NULL},
@@ -834,7 +835,7 @@ typedef struct {
     atomic_int *finished; /* gemm_whole only: threads done with their work items */
     int nth; /* threads planned for (the team may be smaller) */
     const float *bias; /* gl_sgemm_bias: N floats added to every row of C (then beta == 0) */
-    int a_in_place; /* gemm_whole reads A where it lies (d->kernel_rows): nothing packs it */
+    int a_in_place; /* gemm_whole reads A where it lies (d->kernel_in_place): nothing packs it */
 } gemm_job;
 
 static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
@@ -855,6 +856,17 @@ static void plan_items(const isa_desc *d, int mt, int np, int nth, int per_threa
     *nnb = n;
 }
 
+/* c = alpha * (A panel x B panel) + beta * s for one MR x NR tile, with the A panel packed at
+ * ap or, with a_in_place, read where it lies (ap points into A). */
+static inline void run_kernel(const gemm_job *g, int kc, const float *ap, const float *bp,
+                              float *c, ptrdiff_t ldc, float alpha, float beta, const float *s,
+                              ptrdiff_t lds) {
+    const isa_desc *d = g->d;
+    if (!g->a_in_place) d->kernel(kc, ap, bp, c, ldc, alpha, beta, s, lds);
+    else if (g->transA) d->kernel_in_place(kc, ap, 1, g->lda, bp, c, ldc, alpha, beta, s, lds);
+    else d->kernel_in_place(kc, ap, g->lda, 1, bp, c, ldc, alpha, beta, s, lds);
+}
+
 /* One tile of C from packed micro-panels; edge tiles go through a buffer so that only the
  * valid part is written, with the same arithmetic as the kernel's store. `bias` (the first KC
  * slice of gl_sgemm_bias, else NULL) takes the place of C in the kernel's store: alpha acc +
@@ -865,23 +877,18 @@ static void tile(const gemm_job *g, const float *ap, const float *bp, int kc, in
     const int MR = d->mr, NR = d->nr, mv = min_int(MR, g->M - i), nv = min_int(NR, g->N - j);
     float *c = g->C + i * g->ldc + j;
     if (mv == MR && nv == NR) {
-        if (g->a_in_place && bias)
-            d->kernel_rows(kc, ap, g->lda, bp, c, g->ldc, g->alpha, 1.0f, bias + j, 0);
-        else if (g->a_in_place)
-            d->kernel_rows(kc, ap, g->lda, bp, c, g->ldc, g->alpha, beta, c, g->ldc);
-        else if (bias) d->kernel(kc, ap, bp, c, g->ldc, g->alpha, 1.0f, bias + j, 0);
-        else d->kernel(kc, ap, bp, c, g->ldc, g->alpha, beta, c, g->ldc);
+        if (bias) run_kernel(g, kc, ap, bp, c, g->ldc, g->alpha, 1.0f, bias + j, 0);
+        else run_kernel(g, kc, ap, bp, c, g->ldc, g->alpha, beta, c, g->ldc);
         return;
     }
     _Alignas(ALIGN) float edge[MAX_MR * MAX_NR];
-    if (g->a_in_place && mv == MR) {
-        d->kernel_rows(kc, ap, g->lda, bp, edge, NR, 1.0f, 0.0f, NULL, 0);
-    } else if (g->a_in_place) { /* the last, short rows: padded with zeros, as packing does */
+    if (g->a_in_place && mv < MR) { /* the last, short rows: padded with zeros, as packing does */
         _Alignas(ALIGN) float panel[MAX_MR * MAX_KC];
-        d->pack_cols(panel, ap, g->lda, MR, mv, kc, 1);
+        if (g->transA) d->pack_rows(panel, ap, g->lda, MR, mv, kc, 1);
+        else d->pack_cols(panel, ap, g->lda, MR, mv, kc, 1);
         d->kernel(kc, panel, bp, edge, NR, 1.0f, 0.0f, NULL, 0);
     } else {
-        d->kernel(kc, ap, bp, edge, NR, 1.0f, 0.0f, NULL, 0); /* beta 0: no S read */
+        run_kernel(g, kc, ap, bp, edge, NR, 1.0f, 0.0f, NULL, 0); /* beta 0: no S read */
     }
     for (int ii = 0; ii < mv; ii++) {
         float *ci = c + ii * g->ldc;
@@ -1014,13 +1021,23 @@ static void gemm_loops(const gemm_job *g) {
  * tile still sums the KC slices in order with the same kernel: the bits equal gemm_loops'. */
 #define WHOLE_FLOATS (2 << 20)
 #define WHOLE_UNITS 4096
-/* gemm_whole reads a row-major A in place (no packing of A) when the micro-kernel can and C is
- * at most this wide. Packing A costs the same whatever N is, so it weighs most on narrow
+/* gemm_whole reads A in place (no packing of A) when the micro-kernel can and C is at most
+ * A_IN_PLACE_MAX_N wide. Packing A costs the same whatever N is, so it weighs most on narrow
  * products; wide ones re-read each tile row of A for many panels, and there six row streams
- * were slower than one packed stream (AVX2, Zen 2, benchmarks/ab_builds.py --gemm, B/A
- * in place against packed: NN 2048x768x192 0.891, NT 2048x192x192 0.917, NN 2048x192x576
- * 0.948, NN 256x768x768 0.884, NN 2048x384x1152 0.994, but NN 256x768x2304 1.055 and 1.040). */
+ * were slower than one packed stream (AVX2, Zen 2, benchmarks/ab_builds.py --gemm, B/A in
+ * place against packed: NN 2048x768x192 0.891, NT 2048x192x192 0.917, NN 2048x192x576 0.948,
+ * NN 256x768x768 0.884, NN 2048x384x1152 0.994, but NN 256x768x2304 1.055 and 1.040). A
+ * transposed A is read as kc rows of six floats, lda apart: one page per row once rows pass
+ * 4 KB, more pages than the TLB holds (TN dW products, M K N as in bench_gemm.py: 2048 192 576
+ * 0.877, 2048 192 192 0.840, 256 768 768 0.922, 2048 1536 384 1.004, 256 3072 768 2.480),
+ * so that case also needs lda <= A_IN_PLACE_MAX_LDT. */
 #define A_IN_PLACE_MAX_N 1536
+#define A_IN_PLACE_MAX_LDT 1024
+
+static int a_in_place_pays(const gemm_job *g) {
+    return g->d->kernel_in_place && g->d->kc <= MAX_KC && g->N <= A_IN_PLACE_MAX_N &&
+           (!g->transA || g->lda <= A_IN_PLACE_MAX_LDT);
+}
 
 /* Layout of the packed operands: KC slice s of A at apack + s * astride, of B at
  * bpack + s * bstride; within a slice, micro-panels of kc (the slice's depth) floats. Each
@@ -1101,9 +1118,9 @@ static void gemm_whole(const gemm_job *g, int nth) {
             const float *as = g->apack + s * w.astride, *bs = g->bpack + s * w.bstride;
             for (int p = p0; p < p1; p++)
                 for (int r = r0; r < r1; r++) {
-                    const float *ap = g->a_in_place
-                                          ? g->A + (size_t)r * MR * g->lda + (size_t)s * d->kc
-                                          : as + (size_t)r * MR * kc;
+                    const float *ap = !g->a_in_place ? as + (size_t)r * MR * kc
+                                      : g->transA ? g->A + (size_t)s * d->kc * g->lda + r * MR
+                                                  : g->A + (size_t)r * MR * g->lda + s * d->kc;
                     tile(g, ap, bs + (size_t)p * NR * kc, kc, r * MR, p * NR, beta, bias);
                 }
         }
@@ -1346,7 +1363,7 @@ static void sgemm_run(gemm_job g) {
         size_t asz = w.nslices * w.astride;
         const size_t bsz = w.nslices * w.bstride;
         whole = nth > 1 && asz + bsz <= WHOLE_FLOATS && w.units <= WHOLE_UNITS;
-        if (whole && !transA && N <= A_IN_PLACE_MAX_N && d->kernel_rows && d->kc <= MAX_KC) {
+        if (whole && a_in_place_pays(&g)) {
             g.a_in_place = 1;
             w = plan_whole(&g);
             asz = 1; /* unused */

@@ -253,15 +253,17 @@ def test_sgemm_short_products_without_barriers_match_the_blocked_loops(isa, thre
 
 
 def test_sgemm_short_products_reading_a_in_place_match_the_packed_tiles(isa, threads):
-    """On the AVX2 path, gemm_whole reads a row-major A (NN, NT) where it lies instead of
-    packing it, for products at most 1536 columns wide: full tiles through the in-place
-    micro-kernel, the last short rows (M not a multiple of 6: 17, 63, 65, 301) packed with
-    zero padding, column edges through the edge buffer, K over several KC slices and the last
-    one short (K = 800). One thread packs A (the blocked loops): same bits as two and three
-    threads, and right against float64. Wider products (1537 columns) pack A again."""
+    """On the AVX2 path, gemm_whole reads A where it lies instead of packing it, for products
+    at most 1536 columns wide: row-major A (NN, NT) as six row streams, transposed A (TN, TT)
+    as K rows of six adjacent floats. Full tiles go through the in-place micro-kernel, the
+    last short rows (M not a multiple of 6: 17, 63, 65, 301) are packed with zero padding,
+    column edges go through the edge buffer, K spans several KC slices, the last one short
+    (K = 800). One thread packs A (the blocked loops): same bits as two and three threads, and
+    right against float64. Wider products (1537 columns) pack A again, and so does a
+    transposed A with rows over 1024 floats (1100)."""
     _check_at_1_2_3_threads(np.random.default_rng(31), [
-        ((ta_tb), (M, N, 800)) for ta_tb in ((0, 0), (0, 1))
-        for M, N in ((17, 500), (63, 161), (65, 1536), (301, 65), (64, 1537))])
+        ((ta_tb), (M, N, 800)) for ta_tb in ((0, 0), (0, 1), (1, 0), (1, 1))
+        for M, N in ((17, 500), (63, 161), (65, 1536), (301, 65), (64, 1537), (1100, 65))])
 
 
 def test_sgemm_long_products_in_the_blocked_loops_at_every_thread_count(isa, threads):
