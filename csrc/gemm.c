@@ -23,7 +23,9 @@
  * reproducible, and even independent of the thread count. Short products (packed A and B
  * under 2M floats) skip the team barriers between those loops: gemm_whole packs every KC
  * step at once and flags each packed group, and a work item waits only for the groups it
- * reads -- same tiles, same order, same bits.
+ * reads -- same tiles, same order, same bits. Where packing A costs more than it saves
+ * (narrow products, on the AVX2 tile), gemm_whole packs only B and the micro-kernel reads A
+ * where it lies (a_in_place_pays).
  *
  * Instruction sets, chosen at run time: AVX-512 (12x32 tile), AVX2+FMA (6x16 tile), and a
  * portable C kernel (4x8 tile) that compiles anywhere, aarch64 included. Products under 32^3
