@@ -1113,8 +1113,9 @@ static void gemm_whole(const gemm_job *g, int nth) {
         for (int s = 0; s < w.nslices; s++) {
             const int kc = min_int(d->kc, K - s * d->kc);
             const float beta = s == 0 ? g->beta : 1.0f, *bias = s == 0 ? g->bias : NULL;
-            for (int t = r0 / PACK_GROUP; t <= (r1 - 1) / PACK_GROUP && w.nga; t++)
-                wait_packed(g, s * per_slice + t); /* no A units when A is read in place */
+            if (w.nga) /* no A units when A is read in place */
+                for (int t = r0 / PACK_GROUP; t <= (r1 - 1) / PACK_GROUP; t++)
+                    wait_packed(g, s * per_slice + t);
             for (int t = p0 / PACK_GROUP; t <= (p1 - 1) / PACK_GROUP; t++)
                 wait_packed(g, s * per_slice + w.nga + t);
             const float *as = g->apack + s * w.astride, *bs = g->bpack + s * w.bstride;
