@@ -57,6 +57,12 @@ int gl_gemm_set_isa(const char *name);
  * or the build lacks it (then nothing changes). */
 const char *gl_gemm_precision(void);
 int gl_gemm_set_precision(const char *name);
+/* Which kernel the bfloat16 products run on: "amx" (AMX tiles: Intel Sapphire Rapids and
+ * later, on Linux) where the CPU and the OS allow, else "avx512bf16" ("none" without either).
+ * gl_gemm_set_bf16_kernel("amx" | "avx512bf16" | "auto") forces one for tests and benchmarks;
+ * returns 0, or -1 if the CPU, the OS or the build lacks it (then nothing changes). */
+const char *gl_gemm_bf16_kernel(void);
+int gl_gemm_set_bf16_kernel(const char *name);
 
 /* ==== layers.c: forward/backward pairs of the GPT-2 layers ============================== */
 

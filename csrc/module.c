@@ -173,6 +173,21 @@ static PyObject *py_gemm_set_precision(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_gemm_bf16_kernel(PyObject *self, PyObject *noargs) {
+    return PyUnicode_FromString(gl_gemm_bf16_kernel());
+}
+
+static PyObject *py_gemm_set_bf16_kernel(PyObject *self, PyObject *args) {
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
+    if (gl_gemm_set_bf16_kernel(name) != 0) {
+        PyErr_Format(PyExc_ValueError, "gemm_set_bf16_kernel: '%s' is not available on this "
+                     "CPU/OS/build (expected 'amx', 'avx512bf16' or 'auto')", name);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* ==== layers ============================================================================ */
 
 /* Bindings of the layers.c kernels, for tests and notebooks. Forward bindings return fresh
@@ -2181,6 +2196,10 @@ static PyMethodDef core_methods[] = {
      "sgemm(transA, transB, A, B, C, alpha=1, beta=0): C = alpha op(A) op(B) + beta C."},
     {"gemm_isa", py_gemm_isa, METH_NOARGS, "gemm_isa() -> the SIMD path gl_sgemm uses."},
     {"gemm_set_isa", py_gemm_set_isa, METH_VARARGS, "gemm_set_isa(name): force a SIMD path."},
+    {"gemm_bf16_kernel", py_gemm_bf16_kernel, METH_NOARGS,
+     "gemm_bf16_kernel() -> the kernel of the bfloat16 products: 'amx', 'avx512bf16', 'none'."},
+    {"gemm_set_bf16_kernel", py_gemm_set_bf16_kernel, METH_VARARGS,
+     "gemm_set_bf16_kernel(name): force 'amx' or 'avx512bf16' ('auto': the best)."},
     {"gemm_precision", py_gemm_precision, METH_NOARGS,
      "gemm_precision() -> 'float32' or 'bfloat16': what the blocked products run in."},
     {"gemm_set_precision", py_gemm_set_precision, METH_VARARGS,

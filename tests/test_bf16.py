@@ -1,17 +1,20 @@
 """bfloat16 matrix products (gptlab.set_matmul_precision("bfloat16"), AVX512-BF16 CPUs).
 
-The GEMM rounds both operands to bfloat16 as it packs them and sums the products in float32.
-Checked here: against a float64 reference of the *rounded* operands (so the rounding is
-round-to-nearest-even on every element, and nothing else is lost), in every transposition
-case and on edge shapes (odd K pairs the last k with zero); bits independent of thread count
-and alignment; small and decode-step products stay float32; bad names are refused; and a
-model trained with it reaches the float32 loss. Skipped where the CPU lacks AVX512-BF16.
+The GEMM rounds both operands to bfloat16 as it packs them and sums the products in float32,
+on one of two kernels: AMX tiles (Intel Sapphire Rapids and later) or AVX512-BF16 dot
+products. Checked here, on each kernel the CPU has: against a float64 reference of the
+*rounded* operands (so the rounding is round-to-nearest-even on every element, and nothing
+else is lost), in every transposition case and on edge shapes (odd K pairs the last k with
+zero; AMX's 32-k chunks padded with zeros); bits independent of thread count and alignment;
+small and decode-step products stay float32; bad names are refused; and a model trained with
+it reaches the float32 loss. Skipped where the CPU lacks AVX512-BF16.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from isa_paths import available
 
 import gptlab as gl
 from gptlab import _core
@@ -28,14 +31,22 @@ def _has_bf16() -> bool:
 
 needs_bf16 = pytest.mark.skipif(not _has_bf16(), reason="no AVX512-BF16 on this CPU")
 
+# the bfloat16 kernels this CPU (and OS) runs, best first; [] without AVX512-BF16
+KERNELS = available(_core.gemm_set_bf16_kernel, ["amx", "avx512bf16"])
 
-@pytest.fixture
-def bf16():
-    """bfloat16 products for the test, float32 and the default thread count restored after."""
+
+@pytest.fixture(params=KERNELS or ["none"])
+def bf16(request):
+    """bfloat16 products on each kernel in turn; float32, the best kernel and the default
+    thread count restored after."""
+    if request.param == "none":
+        pytest.skip("no AVX512-BF16 on this CPU")
     threads = _core.get_num_threads()
+    _core.gemm_set_bf16_kernel(request.param)
     _core.gemm_set_precision("bfloat16")
-    yield
+    yield request.param
     _core.gemm_set_precision("float32")
+    _core.gemm_set_bf16_kernel("auto")
     _core.set_num_threads(threads)
 
 
@@ -67,10 +78,13 @@ def check(ta, tb, A, B, C0, alpha, beta):
     return C
 
 
-# sizes around the 12 x 32 tile, KC (512 floats = 256 pairs), odd K (the last k paired with
-# 0), and the packers' 16-row and 32-k blocks; all blocked products (>= 32^3 multiply-adds, M > 8)
+# sizes around the 12 x 32 and 32 x 32 tiles, KC (512 floats = 256 pairs), odd K (the last k
+# paired with 0), the packers' 16-row and 32-k blocks, and AMX's shallow last slices (K = 528:
+# 16 deep, the least AMX takes; 520: 8, which the AVX512-BF16 kernel takes); all blocked
+# products (>= 32^3 multiply-adds, M > 8)
 SHAPES = [(12, 32, 100), (13, 33, 97), (37, 65, 31), (100, 200, 301), (24, 64, 513),
-          (96, 256, 1025), (250, 70, 64), (9, 300, 63)]
+          (96, 256, 1025), (250, 70, 64), (9, 300, 63), (33, 95, 528), (70, 40, 520),
+          (64, 64, 16)]
 
 
 @needs_bf16
@@ -83,6 +97,8 @@ def test_bfloat16_products_are_float32_sums_of_rounded_operands(bf16, ta, tb):
         C0 = rng.standard_normal((M, N)).astype(np.float32)
         check(ta, tb, A, B, C0, 1.0, 0.0)
         check(ta, tb, A, B, C0, -0.5, 1.0)
+        check(ta, tb, A, B, C0, 1.0, 1.0)  # AMX starts its tiles from C
+        check(ta, tb, A, B, C0, 2.0, 0.0)
 
 
 @needs_bf16
@@ -107,8 +123,11 @@ def test_bfloat16_really_rounds_and_float32_comes_back(bf16):
 @needs_bf16
 def test_bfloat16_bits_do_not_depend_on_threads_or_alignment(bf16):
     rng = np.random.default_rng(2)
+    # the last two take the blocked loops (packed operands over 2M floats), with items that
+    # own their rows and with items that share them
     for ta, tb, (M, N, K) in [(0, 0, (300, 200, 600)), (0, 1, (61, 67, 2000)),
-                              (1, 0, (43, 250, 2100)), (1, 1, (130, 70, 800))]:
+                              (1, 0, (43, 250, 2100)), (1, 1, (130, 70, 800)),
+                              (0, 0, (1453, 600, 1100)), (1, 0, (300, 4200, 520))]:
         A, B = operands(rng, M, N, K, ta, tb)
         results = []
         for n, offset in [(1, 0), (2, 0), (3, 0), (2, 4), (2, 7)]:
@@ -148,6 +167,84 @@ def test_bfloat16_keeps_nan_and_inf(bf16):
     assert np.isnan(C[3]).all() and not np.isfinite(C[10]).any()
     rows = np.delete(np.arange(64), [3, 10])
     assert np.isfinite(C[rows]).all()
+
+
+@needs_bf16
+def test_linear_forward_in_bfloat16_adds_its_bias_with_the_bits_of_beta_one(bf16):
+    """matmul_forward's bias enters the first KC slice's tiles (on AMX: the tiles start from
+    it): the bits of filling C with the bias and multiplying with alpha = beta = 1, on 1-3
+    threads, short and blocked-loop products; right against float64 of the rounded operands."""
+    rng = np.random.default_rng(6)
+    for N, C, OC in [(200, 192, 577), (64, 768, 96), (1453, 800, 1100)]:
+        x = rng.standard_normal((N, C)).astype(np.float32)
+        w = rng.standard_normal((C, OC)).astype(np.float32)
+        b = rng.standard_normal(OC).astype(np.float32)
+        for n in (1, 2, 3):
+            _core.set_num_threads(n)
+            got = _core.matmul_forward(x, w, b)
+            want = np.tile(b, (N, 1))
+            _core.sgemm(0, 0, x, w, want, 1.0, 1.0)
+            np.testing.assert_array_equal(got, want, err_msg=f"{(N, C, OC)}, {n} threads")
+        check(0, 0, x, w, np.tile(b, (N, 1)), 1.0, 1.0)
+
+
+@needs_bf16
+def test_bfloat16_products_from_several_python_threads_at_once(bf16):
+    """Each thread sets up its own tile registers (AMX) and packing buffers: concurrent
+    calls give the bits of the same calls one after another."""
+    import threading
+
+    rng = np.random.default_rng(7)
+    jobs = [operands(rng, 150 + 10 * t, 170, 300 + t, t % 2, t // 2) for t in range(4)]
+    expected = []
+    for t, (A, B) in enumerate(jobs):
+        C = np.zeros((A.shape[1] if t % 2 else A.shape[0], 170), np.float32)
+        _core.sgemm(t % 2, t // 2, A, B, C, 1.0, 0.0)
+        expected.append(C)
+    got = [np.zeros_like(C) for C in expected]
+
+    def work(t):
+        for _ in range(5):
+            _core.sgemm(t % 2, t // 2, jobs[t][0], jobs[t][1], got[t], 1.0, 0.0)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+
+
+@needs_bf16
+def test_the_two_bfloat16_kernels_agree_to_float32_rounding():
+    """AMX and AVX512-BF16 multiply the same rounded operands; their sums differ only in
+    float32 rounding. AMX is the default where the CPU and the OS have it."""
+    if len(KERNELS) < 2:
+        pytest.skip("one bfloat16 kernel on this CPU")
+    assert _core.gemm_bf16_kernel() == "amx"
+    rng = np.random.default_rng(8)
+    A, B = operands(rng, 300, 200, 600, 0, 1)
+    out = {}
+    try:
+        _core.gemm_set_precision("bfloat16")
+        for name in KERNELS:
+            _core.gemm_set_bf16_kernel(name)
+            out[name] = np.zeros((300, 200), np.float32)
+            _core.sgemm(0, 1, A, B, out[name], 1.0, 0.0)
+    finally:
+        _core.gemm_set_precision("float32")
+        _core.gemm_set_bf16_kernel("auto")
+    scale = np.abs(round_bf16(A)).astype(np.float64) @ np.abs(round_bf16(B)).T
+    assert np.all(np.abs(out["amx"] - out["avx512bf16"]) <= 1e-5 * scale)
+
+
+def test_gemm_set_bf16_kernel_refuses_unknown_names():
+    before = _core.gemm_bf16_kernel()
+    for bad in ("AMX", "avx512", "", "bfloat16"):
+        with pytest.raises(ValueError, match="expected 'amx', 'avx512bf16' or 'auto'"):
+            _core.gemm_set_bf16_kernel(bad)
+    assert _core.gemm_bf16_kernel() == before
 
 
 def test_set_matmul_precision_refuses_unknown_names():
