@@ -12,6 +12,7 @@ builds must offer the functions it calls.
     python benchmarks/ab_builds.py /tmp/old/gptlab/_core*.so gptlab/_core*.so \\
         [--step small|gpt-mini|gpt2] [--generate small|gpt-mini] [--batch 1]
         [--gemm CASE M K N] [--threads 2] [--rounds 8] [--pause 0.05]
+        [--precision bfloat16]
 
 --step times training steps (zero_grad, forward, backward, clip_and_step) on random tokens at
 the step_time.py shapes; --generate times greedy decoding of 128 tokens after a 16-token
@@ -72,6 +73,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8, help="blocks per build")
     ap.add_argument("--per-block", type=int, default=4, help="timed calls per block")
     ap.add_argument("--pause", type=float, default=0.0, help="seconds of sleep before a call")
+    ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                    help="of both builds' blocked products (gemm_set_precision)")
     args = ap.parse_args()
     if sum(x is not None for x in (args.step, args.generate, args.gemm)) != 1:
         ap.error("give one of --step PRESET, --generate PRESET or --gemm CASE M K N")
@@ -82,6 +85,7 @@ def main() -> None:
     for tag, core in cores.items():
         use(core)
         core.set_num_threads(args.threads)
+        core.gemm_set_precision(args.precision)
         if args.step:
             jobs[tag] = make_step(args.step)
         elif args.generate:
@@ -107,7 +111,8 @@ def main() -> None:
     else:
         what = "gemm {} M={} K={} N={}".format(*args.gemm)
     pause = f", {args.pause} s pauses" if args.pause else ""
-    print(f"{what}, {args.threads} threads{pause}, medians of {len(times['A'])}: "
+    print(f"{what}, {args.precision}, {args.threads} threads{pause}, "
+          f"medians of {len(times['A'])}: "
           f"A {a:.1f} ms, B {b:.1f} ms, B/A {b / a:.3f}")
 
 

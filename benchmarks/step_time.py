@@ -5,6 +5,7 @@ process: the figure behind the OpenMP wait-policy comparison in docs/benchmarks.
     GOMP_SPINCOUNT=30000 python benchmarks/step_time.py
     python benchmarks/step_time.py --scaling [--preset gpt-mini]
     perf record -e cpu-clock -F 2000 -g python benchmarks/step_time.py --threads 1 --steps 40
+    python benchmarks/step_time.py --precision bfloat16 --preset gpt-mini
 
 --scaling measures thread scaling in one process: blocks of steps on 1 thread and on 2
 alternate (so a slow spell of the machine hits both), and the ratio of the medians is printed.
@@ -56,9 +57,12 @@ def main(steps: int = 15, warmup: int = 3) -> None:
     ap.add_argument("--rounds", type=int, default=6, help="--scaling: blocks per thread count")
     ap.add_argument("--threads", type=int, default=None, help="threads (default: gptlab's)")
     ap.add_argument("--steps", type=int, default=steps, help="timed steps")
+    ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                    help="of the matrix products (gl.set_matmul_precision)")
     args = ap.parse_args()
     if args.threads:
         gl.set_num_threads(args.threads)
+    gl.set_matmul_precision(args.precision)
     B, T = SHAPES[args.preset]
     step = make_step(args.preset)
 
@@ -84,7 +88,8 @@ def main(steps: int = 15, warmup: int = 3) -> None:
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    print(f"{wait_settings()} threads={gl.get_num_threads()}: "
+    print(f"{args.preset} {gl.get_matmul_precision()} {wait_settings()} "
+          f"threads={gl.get_num_threads()}: "
           f"{np.median(times) * 1e3:.1f} ms per step (median of {args.steps})")
 
 

@@ -929,9 +929,14 @@ static const isa_desc bf16_desc = {"avx512bf16", A5_MR, A5_NR, 240, 512, 4096, k
                                    pack_rows_bf16, pack_cols_bf16};
 #endif
 #ifdef HAVE_AMX_PATH
-/* The bfloat16 path on AMX tiles: KC 512 k (a 32 KB A panel and a 32 KB B micro-panel),
- * A blocks of 256 rows (256 KB) in L2. */
-static const isa_desc amx_desc = {"amx", AMX_MR, AMX_NR, 256, 512, 4096, kernel_amx,
+/* The bfloat16 path on AMX tiles: KC 1024 k (a 32-row panel of A and a micro-panel of B are
+ * 64 KB each), MC 64: work items of two tile rows, whose A panels stay in L1 across the
+ * panels of B when K is shallow (the small and gpt-mini presets). benchmarks/ab_builds.py
+ * --precision bfloat16 --step, B/A on the Xeon of docs/benchmarks.md: KC 1024 against 512
+ * small 0.965, gpt-mini 0.972, gpt2 0.942 (KC 256 1.015 / 1.032; 2048 against 1024 1.006 /
+ * 0.972 / 1.034); MC 64 against 128 small 0.930, 0.959, gpt-mini 0.966, gpt2 1.022, 1.029
+ * (128 against 256: 0.973 / - / 0.970). */
+static const isa_desc amx_desc = {"amx", AMX_MR, AMX_NR, 64, 1024, 4096, kernel_amx,
                                   pack_b_amx_rows, pack_b_amx_cols, NULL, pack_a_amx_rows,
                                   pack_a_amx_cols, amx_begin, amx_end};
 #endif

@@ -78,13 +78,13 @@ def check(ta, tb, A, B, C0, alpha, beta):
     return C
 
 
-# sizes around the 12 x 32 and 32 x 32 tiles, KC (512 floats = 256 pairs), odd K (the last k
-# paired with 0), the packers' 16-row and 32-k blocks, and AMX's shallow last slices (K = 528:
-# 16 deep, the least AMX takes; 520: 8, which the AVX512-BF16 kernel takes); all blocked
-# products (>= 32^3 multiply-adds, M > 8)
+# sizes around the 12 x 32 and 32 x 32 tiles, KC (AVX512-BF16: 512 floats = 256 pairs; AMX:
+# 1024), odd K (the last k paired with 0), the packers' 16-row and 32-k blocks, and AMX's
+# shallow last slices (K = 1040: 16 deep, the least AMX takes; 1032: 8, which the AVX512-BF16
+# kernel takes); all blocked products (>= 32^3 multiply-adds, M > 8)
 SHAPES = [(12, 32, 100), (13, 33, 97), (37, 65, 31), (100, 200, 301), (24, 64, 513),
-          (96, 256, 1025), (250, 70, 64), (9, 300, 63), (33, 95, 528), (70, 40, 520),
-          (64, 64, 16)]
+          (96, 256, 1025), (250, 70, 64), (9, 300, 63), (33, 95, 1040), (70, 40, 1032),
+          (64, 64, 16), (40, 70, 2100)]
 
 
 @needs_bf16
