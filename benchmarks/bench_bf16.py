@@ -10,6 +10,9 @@ produces (training is chaotic: the two precisions' trajectories part after a few
 the difference of the means is compared with it.
 
     python benchmarks/bench_bf16.py [--steps 600] [--seeds 0 1 2] [--json out.json]
+                                    [--kernel auto|amx|avx512bf16]
+
+--kernel picks the bfloat16 kernel (default: AMX where the CPU has it, else AVX512-BF16).
 """
 
 from __future__ import annotations
@@ -45,10 +48,12 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--json", default=None)
+    ap.add_argument("--kernel", default="auto", choices=["auto", "amx", "avx512bf16"])
     args = ap.parse_args()
     try:
         gl.set_matmul_precision("bfloat16")
         gl.set_matmul_precision("float32")
+        gl._core.gemm_set_bf16_kernel(args.kernel)
     except ValueError as e:
         print(f"skipped: {e}")
         return 0
@@ -56,7 +61,7 @@ def main() -> int:
     docs = world.pretrain_documents()
     tok = gl.Tokenizer.train(world.pretrain_text(), vocab_size=2048)
     print(f"small preset, {args.steps} steps, {gl.get_num_threads()} threads, "
-          f"GEMM path {gl._core.gemm_isa()}")
+          f"GEMM path {gl._core.gemm_isa()}, bfloat16 kernel {gl._core.gemm_bf16_kernel()}")
     rows = []
     for seed in args.seeds:
         for prec in ("float32", "bfloat16"):
@@ -81,7 +86,8 @@ def main() -> int:
           f"bfloat16 {b['val_loss_spread']:.4f}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"runs": rows, "summary": summary}, fh, indent=1)
+            json.dump({"runs": rows, "summary": summary,
+                       "bf16_kernel": gl._core.gemm_bf16_kernel()}, fh, indent=1)
     return 0
 
 

@@ -22,9 +22,9 @@ Run (OpenBLAS must pick its kernel for this CPU itself, so unset the overrides):
         [--quick] [--threads 2] [--json out.json] [--peak GFLOPS] [--precision bfloat16]
         [--M 2048] [--kn 384 1152 1536 384]    (other M, and other (K, N) pairs)
 
---precision bfloat16 times gptlab's bfloat16 products (AVX512-BF16: operands rounded as they
-are packed, float32 sums) against OpenBLAS's float32 ones; "% peak" stays against the float32
-FMA peak, so it can pass 100%.
+--precision bfloat16 times gptlab's bfloat16 products (operands rounded as they are packed,
+float32 sums; on AMX tiles where the CPU has them, else AVX512-BF16) against OpenBLAS's
+float32 ones; "% peak" stays against the float32 FMA peak, so it can pass 100%.
 """
 
 from __future__ import annotations
@@ -169,7 +169,8 @@ def main() -> int:
     kns = (list(zip(args.kn[::2], args.kn[1::2])) if args.kn
            else KN_VALUES[:2] if args.quick else KN_VALUES)
 
-    print(f"gptlab gemm isa: {_core.gemm_isa()}, precision: {_core.gemm_precision()}, "
+    kernel = f" ({_core.gemm_bf16_kernel()})" if _core.gemm_precision() == "bfloat16" else ""
+    print(f"gptlab gemm isa: {_core.gemm_isa()}, precision: {_core.gemm_precision()}{kernel}, "
           f"threads: {nt}, clock: "
           f"{'thread CPU time' if args.cpu_time else 'wall'}")
     print(f"numpy {np.__version__}, BLAS: {info.get('internal_api')} {info.get('version')}, "

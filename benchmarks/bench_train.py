@@ -31,7 +31,11 @@ optimizer phases of the real model, to show what limits the step.
                                      [--rounds 5] [--peak GFLOPS] [--no-breakdown] [--bf16]
                                      [--isa avx2] [--json out]
 
---bf16 adds a third worker: gptlab with bfloat16 matrix products (float32 master weights).
+--bf16 adds two workers: gptlab with bfloat16 matrix products (float32 master weights; the
+AMX or AVX512-BF16 kernel, as the worker reports), and PyTorch's own mixed precision as a
+PyTorch user writes it: the forward pass and loss under torch.autocast("cpu",
+dtype=torch.bfloat16) (oneDNN's bfloat16 kernels, AMX where the CPU has it), the same float32
+parameters and AdamW. The bf16 table compares each with both float32 steps and with each other.
 --isa avx2 runs an AVX2 machine's code on an AVX-512 one: gptlab on its AVX2 path
 (gemm_set_isa, which switches the whole core), PyTorch with its kernels capped the same way
 (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2; each worker
@@ -240,7 +244,10 @@ def torch_gpt(cfg: dict):
     return GPT()
 
 
-def torch_worker(cfg: dict, B: int, T: int, threads: int, warmup: int) -> None:
+def torch_worker(cfg: dict, B: int, T: int, threads: int, warmup: int,
+                 precision: str = "float32") -> None:
+    import contextlib
+
     import numpy as np
     import torch
     torch.set_num_threads(threads)
@@ -256,10 +263,13 @@ def torch_worker(cfg: dict, B: int, T: int, threads: int, warmup: int) -> None:
     x = torch.from_numpy(ids[:, :-1].copy())
     y = torch.from_numpy(ids[:, 1:].copy())
     params = list(model.parameters())
+    mixed = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bfloat16" \
+        else contextlib.nullcontext
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = model(x, y)
+        with mixed():
+            loss = model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, CLIP)
         opt.step()
@@ -303,7 +313,8 @@ def gptlab_worker(cfg: dict, B: int, T: int, threads: int, warmup: int,
         step()
     print(json.dumps({"params": model.num_params, "first_loss": first, "base_rss_mb": base,
                       "version": gl.__version__, "threads": gl.get_num_threads(),
-                      "isa": _core.gemm_isa()}), flush=True)
+                      "isa": _core.gemm_isa() if precision == "float32"
+                      else f"{_core.gemm_isa()}, {_core.gemm_bf16_kernel()}"}), flush=True)
 
     def phases():
         """The real model's step split into its phases (median of 3 steps), in ms."""
@@ -439,6 +450,8 @@ def bench_preset(name: str, threads: int, rounds: int, steps: int, warmup: int,
         workers["torch"] = Worker(__file__, ["torch", *args])
     if with_bf16:
         workers["gptlab_bf16"] = Worker(__file__, ["gptlab", *args, "--precision", "bfloat16"])
+        if with_torch:
+            workers["torch_bf16"] = Worker(__file__, ["torch", *args, "--precision", "bfloat16"])
     times, cpu = {k: [] for k in workers}, {k: [] for k in workers}
     try:
         order = list(workers)
@@ -471,6 +484,10 @@ def bench_preset(name: str, threads: int, rounds: int, steps: int, warmup: int,
         res["bf16_speedup"] = res["gptlab_bf16"]["tokens_s"] / res["gptlab"]["tokens_s"]
         if "torch" in res:
             res["bf16_ratio"] = res["gptlab_bf16"]["tokens_s"] / res["torch"]["tokens_s"]
+        if "torch_bf16" in res:
+            res["bf16_vs_torch_bf16"] = (res["gptlab_bf16"]["tokens_s"]
+                                         / res["torch_bf16"]["tokens_s"])
+            res["torch_bf16_speedup"] = res["torch_bf16"]["tokens_s"] / res["torch"]["tokens_s"]
     return res
 
 
@@ -517,14 +534,21 @@ def print_tables(results: dict, peak: float | None, threads: int) -> None:
     if any("gptlab_bf16" in r for r in results.values()):
         print("\nThe same step with bfloat16 matrix products (--bf16: gl.set_matmul_precision("
               "'bfloat16'), float32 master weights; MFU against the float32 peak)")
+        print("and PyTorch's mixed precision (torch.autocast('cpu', dtype=torch.bfloat16) around "
+              "forward + loss)")
         print(f"{'preset':9} | {'bf16 ms':>9} {'tok/s':>8} {'MFU':>6} | {'vs gptlab fp32':>14} | "
-              f"{'vs torch fp32':>13}")
+              f"{'vs torch fp32':>13} | {'torch bf16 ms':>13} {'vs its fp32':>11} | "
+              f"{'gptlab/torch bf16':>17}")
         for name, r in results.items():
-            b = r.get("gptlab_bf16")
+            b, tb = r.get("gptlab_bf16"), r.get("torch_bf16")
             if b:
                 vs_torch = f"{r['bf16_ratio']:12.2f}x" if "bf16_ratio" in r else f"{'-':>13}"
-                print(f"{name:9} | {b['ms_step']:9.1f} {b['tokens_s']:8.0f} {mfu(b)} | "
-                      f"{r['bf16_speedup']:13.2f}x | {vs_torch}")
+                line = (f"{name:9} | {b['ms_step']:9.1f} {b['tokens_s']:8.0f} {mfu(b)} | "
+                        f"{r['bf16_speedup']:13.2f}x | {vs_torch}")
+                if tb:
+                    line += (f" | {tb['ms_step']:13.1f} {r['torch_bf16_speedup']:10.2f}x | "
+                             f"{r['bf16_vs_torch_bf16']:16.2f}x")
+                print(line)
     for name, r in results.items():
         bd = r["gptlab"].get("breakdown")
         if not bd:
@@ -565,7 +589,7 @@ def main(argv: list[str] | None = None) -> dict:
         B, T = PRESETS[args.preset]
         cfg = preset_config(args.preset)
         if args.worker == "torch":
-            torch_worker(cfg, B, T, args.threads, args.warmup)
+            torch_worker(cfg, B, T, args.threads, args.warmup, args.precision)
         else:
             gptlab_worker(cfg, B, T, args.threads, args.warmup, args.precision, args.isa)
         return {}
@@ -601,10 +625,14 @@ def main(argv: list[str] | None = None) -> dict:
         r = results[name]
         print(f"  {name}: gptlab {r['gptlab']['ms_step']:.1f} ms/step ({r['gptlab']['isa']})"
               + (f", torch {r['torch']['ms_step']:.1f} ms/step ({r['torch']['isa']})"
-                 if with_torch else ""), flush=True)
+                 if with_torch else "")
+              + (f"; bfloat16: gptlab {r['gptlab_bf16']['ms_step']:.1f} ms/step "
+                 f"({r['gptlab_bf16']['isa']})" if with_bf16 else "")
+              + (f", torch autocast {r['torch_bf16']['ms_step']:.1f} ms/step"
+                 if with_bf16 and with_torch else ""), flush=True)
     print_tables(results, peak, args.threads)
     for r in results.values():
-        for k in ("gptlab", "torch", "gptlab_bf16"):
+        for k in ("gptlab", "torch", "gptlab_bf16", "torch_bf16"):
             if k in r and peak:
                 r[k]["mfu"] = 6 * r[k]["params"] * r[k]["tokens_s"] / (peak * 1e9)
                 r[k]["cpu_mfu"] = 6 * r[k]["params"] * r[k]["cpu_tokens_s"] / (peak * 1e9)
