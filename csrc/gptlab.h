@@ -285,6 +285,8 @@ const gl_config *gl_model_config(const gl_model *m);
 size_t gl_model_num_params(const gl_model *m);
 float *gl_model_params(gl_model *m);
 float *gl_model_grads(gl_model *m);
+/* Sets every gradient to 0 (threads clear slices of the arena). */
+void gl_model_zero_grad(gl_model *m);
 int gl_model_num_tensors(const gl_model *m);
 const gl_tensor_info *gl_model_tensor(const gl_model *m, int i);
 

@@ -770,10 +770,8 @@ static PyObject *Model_init_weights(ModelObject *self, PyObject *args) {
 
 static PyObject *Model_zero_grad(ModelObject *self, PyObject *noargs) {
     if (model_enter(self)) return NULL;
-    float *g = gl_model_grads(self->m);
-    size_t n = gl_model_num_params(self->m);
     Py_BEGIN_ALLOW_THREADS;
-    memset(g, 0, n * sizeof(float));
+    gl_model_zero_grad(self->m);
     Py_END_ALLOW_THREADS;
     self->busy = 0;
     Py_RETURN_NONE;
