@@ -2,7 +2,8 @@
  * small preset's activation shape: 2048 rows x 192 columns, packed in KC-deep slices and groups
  * of 8 micro-panels the way gl_sgemm packs them. "rows": the rows layout (A^T, and B not
  * transposed); "cols": the cols layout (A, and B transposed). AVX2 path: w = 6 (A micro-panel)
- * and 16 (B), KC 384; AVX-512 path, where the CPU has it: w = 12 and 32, KC 256. x86-64:
+ * and 16 (B), KC 384; AVX-512 path, where the CPU has it: w = 12 and 32, KC 256; the
+ * bfloat16 packers where the CPU has AVX512-BF16 (AMX's: KC 1024). x86-64:
  *
  *   gcc -O3 -std=c11 -fopenmp -ffp-contract=off -Icsrc benchmarks/bench_pack.c -o /tmp/bench_pack
  *   /tmp/bench_pack
@@ -61,6 +62,13 @@ int main(void) {
         run("(avx2)", pack_rows_avx2, pack_cols_avx2, 12, src, dst, K, M, 256);
         run("(avx2)", pack_rows_avx2, pack_cols_avx2, 32, src, dst, K, M, 256);
     }
+#ifdef HAVE_AMX_PATH
+    if (bf16_supported()) { /* the bfloat16 packers: AMX's A and B (B = AVX512-BF16's + pad) */
+        run("bf16", pack_rows_bf16, pack_cols_bf16, 32, src, dst, K, M, 512);
+        run("amx A", pack_a_amx_rows, pack_a_amx_cols, 32, src, dst, K, M, 1024);
+        run("amx B", pack_b_amx_rows, pack_b_amx_cols, 32, src, dst, K, M, 1024);
+    }
+#endif
     free(src);
     free(dst);
     return 0;
