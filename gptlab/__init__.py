@@ -62,16 +62,17 @@ def set_matmul_precision(precision: str) -> None:
     exponent with 8 bits of mantissa instead of 24) as the GEMM packs them, and the products
     are summed in float32 -- mixed precision, as on GPUs. The model's weights (the float32
     "master" copy the optimizer updates), gradients and activations all stay float32; only the
-    copies fed to the multiplier are rounded, so nothing is lost between steps. Where the CPU
-    has AMX (Intel Sapphire Rapids and later, on Linux), the products run on its tile
-    registers, one instruction doing 16 x 16 x 32 multiply-adds: 3-5x the float32 speed of
-    the GEMM. Elsewhere, on CPUs with AVX512-BF16 (AMD Zen 4 and later, Intel Cooper Lake and
-    later), one AVX-512 instruction does 32 multiply-adds instead of 16: 1.3-1.5x on AMD
-    Zen 4 and Zen 5 (on an Intel Xeon with AMX that kernel alone was slower than float32:
-    its two FMA units already do 32 a cycle -- docs/benchmarks.md).
-    Small products and decoding (batches of at most 8 rows) stay float32. Raises ValueError
-    where the CPU lacks AVX512-BF16. Like PyTorch's torch.set_float32_matmul_precision
-    ("medium")."""
+    copies fed to the multiplier are rounded, so nothing is lost between steps.
+
+    Where the CPU has AMX (Intel Sapphire Rapids and later, on Linux), the products run on
+    its tile registers, one instruction doing 16 x 16 x 32 multiply-adds: 2.8-6.8x the
+    float32 speed of the GEMM, training steps about 2x faster (docs/benchmarks.md).
+    Elsewhere, on CPUs with AVX512-BF16 (AMD Zen 4 and later, Intel Cooper Lake and later),
+    one AVX-512 instruction does 32 multiply-adds instead of 16: steps 1.3-1.5x faster on
+    AMD Zen 4 and Zen 5 (on the Intel Xeon we measured, that instruction runs at half the
+    FMA rate, which is why AMX takes over there). Small products and decoding (batches of
+    at most 8 rows) stay float32. Raises ValueError where the CPU lacks AVX512-BF16. Like
+    PyTorch's torch.set_float32_matmul_precision("medium")."""
     if precision not in ("float32", "bfloat16"):
         raise ValueError(f"set_matmul_precision: expected 'float32' or 'bfloat16', got "
                          f"{precision!r}")
