@@ -1266,15 +1266,24 @@ static void gemm_loops(const gemm_job *g) {
 
 /* ---- short products: everything packed up front, no barrier ---------------------------------- */
 
-/* With two or more threads, a product whose packed A and B fit in WHOLE_FLOATS floats takes
- * gemm_whole instead of gemm_loops. gemm_loops waits twice per KC step for the whole team
+/* With two or more threads, a product whose packed A and B fit in WHOLE_FLOATS floats -- or
+ * in WHOLE_FLOATS_SMALL_A, A in WHOLE_A_FLOATS of them -- takes gemm_whole instead of
+ * gemm_loops. gemm_loops waits twice per KC step for the whole team
  * (packing done, multiplication done), and with sleeping waits each wait costs a wake-up of
  * the other thread (~30 us on the development VM): 10-20% of a 1-2 ms product. Here the team
  * packs every KC slice of A and B at once, flagging each packing unit when it is done, and a
  * work item owns its C tiles across all KC slices, waiting only for the units it reads --
  * which another thread is packing right now -- so nothing waits for a sleeping thread. Each
- * tile still sums the KC slices in order with the same kernel: the bits equal gemm_loops'. */
+ * tile still sums the KC slices in order with the same kernel: the bits equal gemm_loops'.
+ * Its price is that A, packed up front, is read back from L3, where gemm_loops' items pack
+ * their rows into L2 just before using them; with a small A (few rows: gpt2's B*T = 256) a
+ * larger B pays too. On the Intel Xeon of docs/benchmarks.md (benchmarks/ab_builds.py --gemm,
+ * 4M floats in all against 2M): NT 256 768 2304 0.862, NT 256 768 3072 0.886, NN 256 3072 768
+ * 0.873, NN 256 768 2304 0.911, but with A of 3.1M floats NN 2048 1536 384 1.123, NT 2048 384
+ * 1536 1.105 -- hence the limit on A. */
 #define WHOLE_FLOATS (2 << 20)
+#define WHOLE_FLOATS_SMALL_A (4 << 20)
+#define WHOLE_A_FLOATS (1 << 20)
 #define WHOLE_UNITS 4096
 /* gemm_whole reads A in place (no packing of A) when the micro-kernel can and C is at most
  * A_IN_PLACE_MAX_N wide. Packing A costs the same whatever N is, so it weighs most on narrow
@@ -1618,7 +1627,9 @@ static void sgemm_run(gemm_job g) {
         whole_plan w = plan_whole(&g);
         size_t asz = w.nslices * w.astride;
         const size_t bsz = w.nslices * w.bstride;
-        whole = nth > 1 && asz + bsz <= WHOLE_FLOATS && w.units <= WHOLE_UNITS;
+        whole = nth > 1 && w.units <= WHOLE_UNITS &&
+                (asz + bsz <= WHOLE_FLOATS ||
+                 (asz <= WHOLE_A_FLOATS && asz + bsz <= WHOLE_FLOATS_SMALL_A));
         if (whole && a_in_place_pays(&g)) {
             g.a_in_place = 1;
             w = plan_whole(&g);

@@ -243,13 +243,14 @@ def _check_at_1_2_3_threads(rng, cases):
 
 
 def test_sgemm_short_products_without_barriers_match_the_blocked_loops(isa, threads):
-    """With 2+ threads, products whose packed operands fit in 2M floats pack every KC slice
-    up front and multiply as each slice is flagged packed (gemm_whole); one thread runs the
-    blocked loops. Same bits either way, and right against float64, across many KC slices,
-    edge tiles, alpha and beta."""
+    """With 2+ threads, products whose packed operands fit in 2M floats -- or in 4M with A
+    under 1M, as gpt2's at B*T = 256 -- pack every KC slice up front and multiply as each
+    slice is flagged packed (gemm_whole); one thread runs the blocked loops. Same bits either
+    way, and right against float64, across many KC slices, edge tiles, alpha and beta."""
     _check_at_1_2_3_threads(np.random.default_rng(17), [
         ((0, 0), (61, 67, 2000)), ((0, 1), (200, 45, 1500)),
-        ((1, 0), (43, 250, 2100)), ((1, 1), (130, 70, 800))])
+        ((1, 0), (43, 250, 2100)), ((1, 1), (130, 70, 800)),
+        ((0, 1), (256, 770, 3072)), ((0, 0), (250, 3100, 768))])
 
 
 def test_sgemm_short_products_reading_a_in_place_match_the_packed_tiles(isa, threads):
@@ -272,12 +273,13 @@ def test_sgemm_long_products_in_the_blocked_loops_at_every_thread_count(isa, thr
     buffer (1453 rows: one, two and, on the AVX2 and portable tiles, three threads; K = 2100:
     several slices, the last one short; 4150 columns: two NC blocks; 33001 rows with K = 64,
     shallower than every KC, so the threads' buffers are K deep). With few rows the team packs
-    A once per slice and items split the columns (300 rows, 4200 columns). Right against
-    float64 in every transposition case, and the same bits for 1, 2 and 3 threads."""
+    A once per slice and items split the columns (300 rows, 4200 columns, K = 1100: packed
+    operands over 4M floats). Right against float64 in every transposition case, and the same
+    bits for 1, 2 and 3 threads."""
     _check_at_1_2_3_threads(np.random.default_rng(23), [
         ((0, 1), (33001, 100, 64)),  # first: the packing buffers are not grown yet
         ((0, 0), (1453, 1100, 2100)), ((1, 1), (1453, 4150, 270)),
-        ((0, 1), (300, 4200, 520)), ((1, 0), (300, 4200, 520))])
+        ((0, 1), (300, 4200, 1100)), ((1, 0), (300, 4200, 1100))])
 
 
 def test_linear_forward_adds_its_bias_inside_the_product_with_the_bits_of_beta_one(isa, threads):
@@ -288,7 +290,7 @@ def test_linear_forward_adds_its_bias_inside_the_product_with_the_bits_of_beta_o
     and with items sharing rows (gemm_loops); and right against float64."""
     rng = np.random.default_rng(29)
     for N, C, OC in [(3, 5, 7), (4, 384, 1153), (200, 192, 577), (1453, 800, 1100),
-                     (300, 520, 4200)]:
+                     (300, 1100, 4200)]:
         x = rng.standard_normal((N, C)).astype(np.float32)
         w = rng.standard_normal((C, OC)).astype(np.float32)
         b = rng.standard_normal(OC).astype(np.float32)
