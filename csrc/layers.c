@@ -27,6 +27,10 @@
 
 /* Columns per block when a reduction over rows is split by columns between threads. */
 #define COL_BLOCK 64
+/* Columns per block of the column sums of the backward passes (bias and layernorm weight
+ * gradients): 32, so that C = 192 splits 3:3 between two threads (blocks of 64: 2:1). */
+#define BIAS_COLS 32
+_Static_assert(BIAS_COLS <= COL_BLOCK, "the column sums hold at most COL_BLOCK columns");
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
@@ -374,7 +378,7 @@ void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, 
 void gl_layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                            const float *w, const float *mean, const float *rstd, int N, int C) {
     const layernorm_ops *ops = layernorm_build();
-    const int items = (N + LN_ROWS - 1) / LN_ROWS, nblk = (C + COL_BLOCK - 1) / COL_BLOCK;
+    const int items = (N + LN_ROWS - 1) / LN_ROWS, nblk = (C + BIAS_COLS - 1) / BIAS_COLS;
 #pragma omp parallel
     {
         /* dx (rows) and dw, db (columns) are independent: no barrier between them */
@@ -384,8 +388,8 @@ void gl_layernorm_backward(float *dx, float *dw, float *db, const float *dout, c
                                imin(N, (it + 1) * LN_ROWS), C);
 #pragma omp for schedule(static)
         for (int cb = 0; cb < nblk; cb++)
-            ops->backward_cols(dw, db, dout, x, mean, rstd, N, C, cb * COL_BLOCK,
-                               imin(COL_BLOCK, C - cb * COL_BLOCK));
+            ops->backward_cols(dw, db, dout, x, mean, rstd, N, C, cb * BIAS_COLS,
+                               imin(BIAS_COLS, C - cb * BIAS_COLS));
     }
 }
 
@@ -402,23 +406,49 @@ void gl_matmul_forward(float *out, const float *x, const float *w, const float *
 
 /* dx += dout @ w^T: (N,OC) @ (OC,C); dw += x^T @ dout: (C,N) @ (N,OC); db += sum_n dout.
  * dx and db may be NULL (the input needs no gradient; the layer has no bias). */
+/* db[c0 .. c0 + nc) += dout summed over its N rows, in order, in double (nc <= COL_BLOCK). */
+GL_INLINE void bias_grad_cols(float *restrict db, const float *restrict dout, int N, int OC,
+                              int c0, int nc) {
+    double acc[COL_BLOCK];
+    for (int c = 0; c < nc; c++) acc[c] = 0.0;
+    for (int n = 0; n < N; n++) {
+        const float *restrict d = dout + (size_t)n * OC + c0;
+        for (int c = 0; c < nc; c++) acc[c] += (double)d[c];
+    }
+    for (int c = 0; c < nc; c++) db[c0 + c] += (float)acc[c];
+}
+
+/* The same sums in each instruction set's vectors (the baseline build converts two floats
+ * to double at a time): the same chains, the same bits. */
+static void bias_grad_portable(float *db, const float *dout, int N, int OC, int c0, int nc) {
+    bias_grad_cols(db, dout, N, OC, c0, nc);
+}
+#if GL_X86
+GL_AVX2 static void bias_grad_avx2(float *db, const float *dout, int N, int OC, int c0, int nc) {
+    bias_grad_cols(db, dout, N, OC, c0, nc);
+}
+GL_AVX512 static void bias_grad_avx512(float *db, const float *dout, int N, int OC, int c0,
+                                       int nc) {
+    bias_grad_cols(db, dout, N, OC, c0, nc);
+}
+#endif
+
+
 void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                         const float *w, int N, int C, int OC) {
     if (dx) gl_sgemm(0, 1, N, C, OC, 1.0f, dout, OC, w, OC, 1.0f, dx, C);
     gl_sgemm(1, 0, C, OC, N, 1.0f, x, C, dout, OC, 1.0f, dw, OC);
     if (!db) return;
-    int nblk = (OC + COL_BLOCK - 1) / COL_BLOCK;
-#pragma omp parallel for schedule(static)
-    for (int cb = 0; cb < nblk; cb++) {
-        int c0 = cb * COL_BLOCK, nc = imin(COL_BLOCK, OC - c0);
-        double acc[COL_BLOCK];
-        for (int c = 0; c < nc; c++) acc[c] = 0.0;
-        for (int n = 0; n < N; n++) {
-            const float *restrict d = dout + (size_t)n * OC + c0;
-            for (int c = 0; c < nc; c++) acc[c] += (double)d[c];
-        }
-        for (int c = 0; c < nc; c++) db[c0 + c] += (float)acc[c];
-    }
+    void (*cols)(float *, const float *, int, int, int, int) = bias_grad_portable;
+#if GL_X86
+    const int level = simd_level();
+    if (level == 2) cols = bias_grad_avx512;
+    else if (level == 1) cols = bias_grad_avx2;
+#endif
+    const int nblk = (OC + BIAS_COLS - 1) / BIAS_COLS;
+#pragma omp parallel for schedule(static) if ((size_t)N * OC >= GL_PAR_MIN)
+    for (int cb = 0; cb < nblk; cb++)
+        cols(db, dout, N, OC, cb * BIAS_COLS, imin(BIAS_COLS, OC - cb * BIAS_COLS));
 }
 
 /* ---- attention -------------------------------------------------------------------------- */
