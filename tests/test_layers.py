@@ -504,13 +504,15 @@ def _on_isa(isa, fn):
 
 @pytest.mark.parametrize("isa", ["avx2", "avx512"])
 def test_simd_and_portable_paths_agree_bitwise(isa):
-    """The AVX2 and AVX-512 builds of attention and GELU run the same arithmetic in the same
-    order as the portable one (gl_gemm_set_isa("portable") switches the whole core)."""
+    """The AVX2 and AVX-512 builds of attention, GELU and the bias gradient run the same
+    arithmetic in the same order as the portable one (gl_gemm_set_isa("portable") switches
+    the whole core)."""
     if isa not in SIMD_ISAS:
         pytest.skip(f"no {isa} path on this CPU/build")
     rng = np.random.default_rng(10)
     qkv, dout = f32(rng, 2, 100, 3 * 48), f32(rng, 2, 100, 48)
     x, dx_in = f32(rng, 50_000, scale=4.0), f32(rng, 50_000)
+    xm, wm, dy = f32(rng, 300, 20), f32(rng, 20, 197), f32(rng, 300, 197, scale=100.0)
 
     def run():
         out, lse = _core.attention_forward(qkv, 4)
@@ -518,7 +520,9 @@ def test_simd_and_portable_paths_agree_bitwise(isa):
         _core.attention_backward(dqkv, dout, qkv, out, lse, 4)
         dx = np.zeros_like(x)
         _core.gelu_backward(dx, x, dx_in)
-        return [out, lse, dqkv, _core.gelu_forward(x), dx]
+        db = np.full(197, 0.25, np.float32)
+        _core.matmul_backward(None, np.zeros_like(wm), db, dy, xm, wm)
+        return [out, lse, dqkv, _core.gelu_forward(x), dx, db]
 
     simd, portable = _on_isa(isa, run), _on_isa("portable", run)
     for a, b in zip(simd, portable):
