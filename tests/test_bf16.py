@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gemm_checks import bias_has_the_bits_of_beta_one, concurrent_calls_give_serial_bits
 from isa_paths import available
-from linear_bits import bias_has_the_bits_of_beta_one
 
 import gptlab as gl
 from gptlab import _core
@@ -188,28 +188,10 @@ def test_linear_forward_in_bfloat16_adds_its_bias_with_the_bits_of_beta_one(bf16
 def test_bfloat16_products_from_several_python_threads_at_once(bf16):
     """Each thread sets up its own tile registers (AMX) and packing buffers: concurrent
     calls give the bits of the same calls one after another."""
-    import threading
-
     rng = np.random.default_rng(7)
-    jobs = [operands(rng, 150 + 10 * t, 170, 300 + t, t % 2, t // 2) for t in range(4)]
-    expected = []
-    for t, (A, B) in enumerate(jobs):
-        C = np.zeros((A.shape[1] if t % 2 else A.shape[0], 170), np.float32)
-        _core.sgemm(t % 2, t // 2, A, B, C, 1.0, 0.0)
-        expected.append(C)
-    got = [np.zeros_like(C) for C in expected]
-
-    def work(t):
-        for _ in range(5):
-            _core.sgemm(t % 2, t // 2, jobs[t][0], jobs[t][1], got[t], 1.0, 0.0)
-
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    for g, e in zip(got, expected):
-        np.testing.assert_array_equal(g, e)
+    jobs = [(t % 2, t // 2, *operands(rng, 150 + 10 * t, 170, 300 + t, t % 2, t // 2))
+            for t in range(4)]
+    concurrent_calls_give_serial_bits(jobs, 170)
 
 
 @needs_bf16

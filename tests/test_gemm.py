@@ -8,8 +8,8 @@ bitwise reproducible.
 
 import numpy as np
 import pytest
+from gemm_checks import bias_has_the_bits_of_beta_one, concurrent_calls_give_serial_bits
 from isa_paths import available
-from linear_bits import bias_has_the_bits_of_beta_one
 
 from gptlab import _core
 
@@ -303,28 +303,10 @@ def test_linear_forward_adds_its_bias_inside_the_product_with_the_bits_of_beta_o
 def test_sgemm_called_from_several_python_threads_at_once(isa):
     """The GIL is released and packing buffers are per calling thread: concurrent calls on
     different arrays give the same results as calls one after another."""
-    import threading
-
     rng = np.random.default_rng(13)
-    jobs = [_operands(rng, 150 + 10 * t, 170, 300 + t, 0, t % 2) for t in range(4)]
-    expected = []
-    for t, (A, B) in enumerate(jobs):
-        C = np.zeros((A.shape[0], 170), np.float32)
-        _core.sgemm(0, t % 2, A, B, C, 1.0, 0.0)
-        expected.append(C)
-    got = [np.zeros_like(C) for C in expected]
-
-    def work(t):
-        for _ in range(5):
-            _core.sgemm(0, t % 2, jobs[t][0], jobs[t][1], got[t], 1.0, 0.0)
-
-    workers = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    for C, E in zip(got, expected):
-        np.testing.assert_array_equal(C, E)
+    concurrent_calls_give_serial_bits(
+        [(0, t % 2, *_operands(rng, 150 + 10 * t, 170, 300 + t, 0, t % 2)) for t in range(4)],
+        170)
 
 
 def test_simd_paths_agree_with_portable_path():
