@@ -693,8 +693,8 @@ __attribute__((target(BF16_TARGET))) static void pack_cols_bf16(float *dst, cons
  * B's in 6-7: per 32 k, four tile loads feed four TDPBF16PS.
  *
  * Operands are rounded to bfloat16 as they are packed, as on the AVX512-BF16 path; the sums
- * are float32 in the same k order, so the two paths agree to float32 rounding (tested against
- * float64 each). B keeps the AVX512-BF16 layout (rows of 32 k-pair units; a B tile is 16 such
+ * are float32 but grouped differently by the hardware, so the two paths agree to float32
+ * rounding, not bit for bit (each tested against float64). B keeps the AVX512-BF16 layout (rows of 32 k-pair units; a B tile is 16 such
  * rows, 128 bytes apart), padded with zero rows to whole 32-k chunks. A is packed as the tiles
  * load it: per 32-k chunk, rows 0-15 then 16-31, 32 bfloat16 (64 bytes) a row. Both fit a
  * panel's float32 space (w * kc floats) when the slice is at least 16 deep (kc >= 16); a
@@ -976,11 +976,17 @@ static const isa_desc *fp32_isa(void) {
     return &isa_table[isa];
 }
 
-/* The bfloat16 path in force: AMX where the CPU and the OS allow, else AVX512-BF16. */
-static const isa_desc *bf16_isa(void) {
+/* Chooses the bfloat16 kernel if nothing has yet: AMX where the CPU and the OS allow, else
+ * AVX512-BF16. Called where the precision or the kernel is set or asked for (from Python,
+ * under the GIL), so that products, which may run in several threads at once, only read it. */
+static void choose_bf16_kernel(void) {
     if (bf16_kernel < 0) bf16_kernel = amx_supported();
+}
+
+/* The bfloat16 path in force (after choose_bf16_kernel). */
+static const isa_desc *bf16_isa(void) {
 #ifdef HAVE_AMX_PATH
-    if (bf16_kernel) return &amx_desc;
+    if (bf16_kernel > 0) return &amx_desc;
 #endif
 #ifdef HAVE_BF16_PATH
     return &bf16_desc;
@@ -1016,6 +1022,7 @@ const char *gl_gemm_isa(void) { return fp32_isa()->name; }
 const char *gl_gemm_precision(void) { return is_bf16(active_isa()) ? "bfloat16" : "float32"; }
 
 const char *gl_gemm_bf16_kernel(void) {
+    choose_bf16_kernel();
     const isa_desc *d = bf16_isa();
     return d ? d->name : "none";
 }
@@ -1034,6 +1041,7 @@ int gl_gemm_set_precision(const char *name) {
         return 0;
     }
     if (strcmp(name, "bfloat16") == 0 && bf16_supported()) {
+        choose_bf16_kernel();
         use_bf16 = 1;
         return 0;
     }
