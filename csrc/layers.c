@@ -29,8 +29,8 @@
 #define COL_BLOCK 64
 /* Columns per block of the column sums of the backward passes (bias and layernorm weight
  * gradients): 32, so that C = 192 splits 3:3 between two threads (blocks of 64: 2:1). */
-#define BIAS_COLS 32
-_Static_assert(BIAS_COLS <= COL_BLOCK, "the column sums hold at most COL_BLOCK columns");
+#define SUM_COLS 32
+_Static_assert(SUM_COLS <= COL_BLOCK, "the column sums hold at most COL_BLOCK columns");
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
@@ -378,7 +378,7 @@ void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, 
 void gl_layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                            const float *w, const float *mean, const float *rstd, int N, int C) {
     const layernorm_ops *ops = layernorm_build();
-    const int items = (N + LN_ROWS - 1) / LN_ROWS, nblk = (C + BIAS_COLS - 1) / BIAS_COLS;
+    const int items = (N + LN_ROWS - 1) / LN_ROWS, nblk = (C + SUM_COLS - 1) / SUM_COLS;
 #pragma omp parallel
     {
         /* dx (rows) and dw, db (columns) are independent: no barrier between them */
@@ -388,8 +388,8 @@ void gl_layernorm_backward(float *dx, float *dw, float *db, const float *dout, c
                                imin(N, (it + 1) * LN_ROWS), C);
 #pragma omp for schedule(static)
         for (int cb = 0; cb < nblk; cb++)
-            ops->backward_cols(dw, db, dout, x, mean, rstd, N, C, cb * BIAS_COLS,
-                               imin(BIAS_COLS, C - cb * BIAS_COLS));
+            ops->backward_cols(dw, db, dout, x, mean, rstd, N, C, cb * SUM_COLS,
+                               imin(SUM_COLS, C - cb * SUM_COLS));
     }
 }
 
@@ -433,7 +433,6 @@ GL_AVX512 static void bias_grad_avx512(float *db, const float *dout, int N, int 
 }
 #endif
 
-
 void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                         const float *w, int N, int C, int OC) {
     if (dx) gl_sgemm(0, 1, N, C, OC, 1.0f, dout, OC, w, OC, 1.0f, dx, C);
@@ -445,10 +444,10 @@ void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, cons
     if (level == 2) cols = bias_grad_avx512;
     else if (level == 1) cols = bias_grad_avx2;
 #endif
-    const int nblk = (OC + BIAS_COLS - 1) / BIAS_COLS;
+    const int nblk = (OC + SUM_COLS - 1) / SUM_COLS;
 #pragma omp parallel for schedule(static) if ((size_t)N * OC >= GL_PAR_MIN)
     for (int cb = 0; cb < nblk; cb++)
-        cols(db, dout, N, OC, cb * BIAS_COLS, imin(BIAS_COLS, OC - cb * BIAS_COLS));
+        cols(db, dout, N, OC, cb * SUM_COLS, imin(SUM_COLS, OC - cb * SUM_COLS));
 }
 
 /* ---- attention -------------------------------------------------------------------------- */
