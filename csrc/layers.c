@@ -11,10 +11,12 @@
  * (backward) or by query tiles (forward), which write disjoint outputs.
  *
  * Speed: the inner loops are plain C the compiler vectorizes (restrict pointers, no reductions
- * across the vector, a polynomial exp instead of libm's); attention and GELU are also compiled
- * for AVX2 and chosen at run time, with the same arithmetic in the same order, so both builds
- * give bitwise-identical results. The products inside attention are register-blocked (GCC/Clang
- * vector types where available, plain C otherwise; no fused multiply-add, so the builds agree).
+ * across the vector, a polynomial exp instead of libm's); attention, GELU and layernorm are also
+ * compiled for AVX2 and AVX-512 and chosen at run time, with the same arithmetic in the same
+ * order, so the builds give bitwise-identical results -- except the products inside attention:
+ * register-blocked, they fuse each multiply-add (FMA: half the instructions, one rounding) in
+ * the AVX2 and AVX-512 builds, which agree bitwise with each other, while the portable build
+ * (a multiply, then an add) agrees with them to float32 rounding.
  */
 #include "gptlab.h"
 #include "fastexp.h"
@@ -455,13 +457,16 @@ void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, cons
 /* Tiles of the flash-style attention: Q_TILE queries meet K_TILE keys at a time (KF_TILE in
  * the forward pass, where fewer key blocks mean fewer online-softmax updates per row), and the
  * head dimension is walked in chunks of D_CHUNK, so the scratch (fixed arrays on the stack,
- * 96 KB per thread in either pass) depends neither on T nor on the head size. Inside a tile
- * every product (Q K^T, dO V^T, P V, dS K, P^T dO, dS^T Q) is cut into register blocks of MR
- * rows x NR columns by one micro-kernel, mm_block. */
+ * 96 KB per thread in the forward pass, 104 KB in the backward) depends neither on T nor on the
+ * head size. Inside a tile every product (Q K^T, dO V^T, P V, dS K, P^T dO, dS^T Q) is cut
+ * into register blocks of MR rows x NR columns by mm_rows. */
 #define Q_TILE 64
 #define K_TILE 64
 #define KF_TILE 128
 #define D_CHUNK 64
+/* The backward pass computes D_t = dout_t . out_t once per head for up to D_ROWS rows (a
+ * stack array), else once per key block and query row. */
+#define D_ROWS 2048
 /* Square backward tiles: a key block's diagonal query tile starts at its first key, so the
  * row groups and key groups of the backward's masking line up. */
 _Static_assert(Q_TILE == K_TILE, "the backward's attention tiles must be square");
@@ -471,63 +476,79 @@ _Static_assert(Q_TILE == K_TILE, "the backward's attention tiles must be square"
 /* n rounded up to whole register blocks of NR columns. */
 static inline int round_nr(int n) { return (n + NR - 1) / NR * NR; }
 
-/* The sums of mm_block (below) for any mr <= MR rows and nc <= NR columns: the tile edges,
- * and the whole block where no vector types exist. */
+/* The register block every attention product is made of: for i < mr <= MR rows, c < nc <= NR
+ * columns
+ *   C[i * ldc + c] = (load ? C[i * ldc + c] : 0) + sum_{r < n} A(i, r) B[r * ldb + c],
+ * A(i, r) = a[i * lai + r * lar] (the strides read A as stored or transposed). Each output is
+ * one chain of multiply-adds in r order. In the SIMD builds (fused = 1) each multiply-add is
+ * fused, one rounding (fmaf here, FMA instructions in mm_fused_*), so they agree bitwise with
+ * each other; the portable build (fused = 0) rounds the product and the sum separately.
+ * mm_edge is the plain-C form: the tile edges in every build, and the whole product where no
+ * vector types exist. */
 GL_INLINE void mm_edge(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
                        size_t lar, const float *restrict b, size_t ldb, int mr, int nc, int n,
-                       int load) {
+                       int load, int fused) {
     for (int i = 0; i < mr; i++) {
         float acc[NR];
         for (int k = 0; k < nc; k++) acc[k] = load ? c[i * ldc + k] : 0.0f;
         for (int r = 0; r < n; r++) {
             const float ai = a[i * lai + r * lar];
-            for (int k = 0; k < nc; k++) acc[k] += ai * b[r * ldb + k];
+            for (int k = 0; k < nc; k++)
+                acc[k] = fused ? fmaf(ai, b[r * ldb + k], acc[k]) : acc[k] + ai * b[r * ldb + k];
         }
         for (int k = 0; k < nc; k++) c[i * ldc + k] = acc[k];
     }
 }
 
-/* The register block every attention product is made of: for i < mr (a constant, MR or 4),
- * c < NR
- *   C[i * ldc + c] = (load ? C[i * ldc + c] : 0) + sum_{r < n} A(i, r) B[r * ldb + c],
- * A(i, r) = a[i * lai + r * lar] (the strides read A as stored or transposed). Each output is
- * one chain of additions in r order, so both builds and mm_edge give the same bits. With
- * GCC/Clang the accumulators are vectors that stay in registers: in the AVX-512 build
- * (simd 2) one vector of 16 floats per row; in the AVX2 build (simd 1) mr x 2 vectors of 8
- * floats, 12 of the 16 registers for mr = 6; in the portable build the 16 columns in two
- * halves of mr x 2 vectors of 4 (SSE2 and NEON registers). */
-#if defined(__GNUC__)
+#if GL_X86
+/* The register blocks of the SIMD builds: mr (MR or 4) rows of nv vectors of W floats each
+ * (AVX-512: W = 16, nv = 1 or 2, up to 12 accumulators of the 32 registers; AVX2: W = 8,
+ * nv = 2, 12 of 16), one fused multiply-add per accumulator and k -- half the arithmetic
+ * instructions of a multiply and an add, which held these products to a quarter of the FMA
+ * peak. FUSED_BLOCK defines NAME(c, ldc, a, lai, lar, b, ldb, n, load, mr, nv) for one ISA
+ * from its intrinsics; the switch hands the body constant sizes, so the accumulators stay in
+ * registers. */
+#define FUSED_BLOCK(NAME, TARGET, VEC, W, LOADU, STOREU, SET1, ZERO, FMADD)                      \
+    TARGET __attribute__((always_inline)) static inline void NAME##_body(                       \
+        float *restrict c, size_t ldc, const float *restrict a, size_t lai, size_t lar,         \
+        const float *restrict b, size_t ldb, int n, int load, const int mr, const int nv) {     \
+        VEC acc[MR][2];                                                                         \
+        for (int i = 0; i < mr; i++)                                                            \
+            for (int v = 0; v < nv; v++) acc[i][v] = load ? LOADU(c + i * ldc + v * W) : ZERO(); \
+        for (int r = 0; r < n; r++) {                                                           \
+            const float *restrict br = b + r * ldb;                                             \
+            const VEC b0 = LOADU(br), b1 = nv > 1 ? LOADU(br + W) : b0;                         \
+            for (int i = 0; i < mr; i++) {                                                      \
+                const VEC ai = SET1(a[i * lai + r * lar]);                                      \
+                acc[i][0] = FMADD(ai, b0, acc[i][0]);                                           \
+                if (nv > 1) acc[i][1] = FMADD(ai, b1, acc[i][1]);                               \
+            }                                                                                   \
+        }                                                                                       \
+        for (int i = 0; i < mr; i++)                                                            \
+            for (int v = 0; v < nv; v++) STOREU(c + i * ldc + v * W, acc[i][v]);                \
+    }                                                                                           \
+    TARGET static void NAME(float *restrict c, size_t ldc, const float *restrict a, size_t lai, \
+                            size_t lar, const float *restrict b, size_t ldb, int n, int load,   \
+                            int mr, int nv) {                                                   \
+        if (mr == MR && nv == 2) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, MR, 2);      \
+        else if (mr == MR) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, MR, 1);            \
+        else if (nv == 2) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, 4, 2);              \
+        else NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, 4, 1);                           \
+    }
+FUSED_BLOCK(mm_fused_avx512, GL_AVX512, __m512, 16, _mm512_loadu_ps, _mm512_storeu_ps,
+            _mm512_set1_ps, _mm512_setzero_ps, _mm512_fmadd_ps)
+FUSED_BLOCK(mm_fused_avx2, GL_AVX2, __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps,
+            _mm256_set1_ps, _mm256_setzero_ps, _mm256_fmadd_ps)
+#undef FUSED_BLOCK
+#endif
 
+#if defined(__GNUC__)
+/* The portable build's register block with GCC/Clang vector types: NR = 16 columns in two
+ * halves of mr x 2 vectors of 4 (SSE2 and NEON registers), mr a constant (MR or 4); the sums
+ * of mm_edge with fused = 0. */
 GL_INLINE void mm_block(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
                         size_t lar, const float *restrict b, size_t ldb, int n, int load,
-                        const int mr, const int simd) {
-    if (simd == 2) {
-        v16f acc[MR];
-        for (int i = 0; i < mr; i++) acc[i] = load ? *(const v16f *)(c + i * ldc) : (v16f){0};
-        for (int r = 0; r < n; r++) {
-            const v16f b0 = *(const v16f *)(b + r * ldb);
-            for (int i = 0; i < mr; i++) acc[i] += a[i * lai + r * lar] * b0;
-        }
-        for (int i = 0; i < mr; i++) *(v16f *)(c + i * ldc) = acc[i];
-        return;
-    }
-    if (simd) {
-        v8f acc[MR][2];
-        for (int i = 0; i < mr; i++)
-            for (int k = 0; k < 2; k++)
-                acc[i][k] = load ? *(const v8f *)(c + i * ldc + 8 * k) : (v8f){0};
-        for (int r = 0; r < n; r++) {
-            const v8f b0 = *(const v8f *)(b + r * ldb), b1 = *(const v8f *)(b + r * ldb + 8);
-            for (int i = 0; i < mr; i++) {
-                const float ai = a[i * lai + r * lar];
-                acc[i][0] += ai * b0;
-                acc[i][1] += ai * b1;
-            }
-        }
-        for (int i = 0; i < mr; i++)
-            for (int k = 0; k < 2; k++) *(v8f *)(c + i * ldc + 8 * k) = acc[i][k];
-        return;
-    }
+                        const int mr) {
     for (int h = 0; h < NR; h += 8) {
         v4f acc[MR][2];
         for (int i = 0; i < mr; i++)
@@ -546,71 +567,38 @@ GL_INLINE void mm_block(float *restrict c, size_t ldc, const float *restrict a, 
             for (int k = 0; k < 2; k++) *(v4f *)(c + i * ldc + h + 4 * k) = acc[i][k];
     }
 }
-
-/* Two register blocks side by side (MR rows x 2 NR columns) for the AVX-512 build: 12
- * accumulators instead of 6, so each broadcast of A feeds two vectors and the adds of one
- * row do not wait for each other. Every output is the same chain as in mm_block: the same
- * bits. */
-GL_INLINE void mm_block_wide(float *restrict c, size_t ldc, const float *restrict a,
-                             size_t lai, size_t lar, const float *restrict b, size_t ldb,
-                             int n, int load) {
-    v16f lo[MR], hi[MR];
-    for (int i = 0; i < MR; i++) {
-        lo[i] = load ? *(const v16f *)(c + i * ldc) : (v16f){0};
-        hi[i] = load ? *(const v16f *)(c + i * ldc + NR) : (v16f){0};
-    }
-    for (int r = 0; r < n; r++) {
-        const v16f b0 = *(const v16f *)(b + r * ldb), b1 = *(const v16f *)(b + r * ldb + NR);
-        for (int i = 0; i < MR; i++) {
-            const float ai = a[i * lai + r * lar];
-            lo[i] += ai * b0;
-            hi[i] += ai * b1;
-        }
-    }
-    for (int i = 0; i < MR; i++) {
-        *(v16f *)(c + i * ldc) = lo[i];
-        *(v16f *)(c + i * ldc + NR) = hi[i];
-    }
-}
-#define HAVE_MM_BLOCK_WIDE 1
-#else
-GL_INLINE void mm_block(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
-                        size_t lar, const float *restrict b, size_t ldb, int n, int load,
-                        const int mr, const int simd) {
-    (void)simd;
-    mm_edge(c, ldc, a, lai, lar, b, ldb, mr, NR, n, load);
-}
 #endif
 
 /* C (mr, nc) (+)= A (mr, n) B (n, nc) for mr <= MR rows, in register blocks of NR columns
- * (MR or 4 rows, the rest through mm_edge; in the AVX-512 build two MR-row blocks side by
- * side where they fit, mm_block_wide); C rows are ldc apart, B rows ldb apart,
- * A(i, r) = a[i * lai + r * lar]. */
+ * (MR or 4 rows, the rest through mm_edge; in the AVX-512 build two blocks side by side where
+ * they fit, 32 columns); C rows are ldc apart, B rows ldb apart, A(i, r) = a[i * lai + r * lar].
+ * simd: 0 portable, 1 AVX2, 2 AVX-512 (a constant in each build). */
 GL_INLINE void mm_rows(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
                        size_t lar, const float *restrict b, size_t ldb, int mr, int nc, int n,
                        int load, int simd) {
-    for (int k = 0; k < nc; k += NR) {
-        int i = 0;
-        if (k + NR <= nc) {
-#ifdef HAVE_MM_BLOCK_WIDE
-            if (mr == MR && simd == 2 && k + 2 * NR <= nc) {
-                mm_block_wide(c + k, ldc, a, lai, lar, b + k, ldb, n, load);
-                k += NR; /* two blocks done */
-                continue;
-            }
-#endif
-            if (mr == MR) {
-                mm_block(c + k, ldc, a, lai, lar, b + k, ldb, n, load, MR, simd);
-                continue;
-            }
-            if (mr >= 4) {
-                mm_block(c + k, ldc, a, lai, lar, b + k, ldb, n, load, 4, simd);
-                i = 4;
-            }
+    for (int k = 0; k < nc;) {
+        const int rows = k + NR <= nc && mr >= 4 ? (mr == MR ? MR : 4) : 0; /* in a block */
+        int width = imin(NR, nc - k); /* the columns of this pass */
+#if GL_X86
+        if (rows && simd == 2) {
+            const int nv = k + 2 * NR <= nc ? 2 : 1;
+            mm_fused_avx512(c + k, ldc, a, lai, lar, b + k, ldb, n, load, rows, nv);
+            width = nv * NR;
+        } else if (rows && simd == 1) {
+            mm_fused_avx2(c + k, ldc, a, lai, lar, b + k, ldb, n, load, rows, 2);
         }
-        if (i < mr)
-            mm_edge(c + k + i * ldc, ldc, a + i * lai, lai, lar, b + k, ldb, mr - i,
-                    imin(NR, nc - k), n, load);
+#endif
+#if defined(__GNUC__)
+        if (rows && simd == 0) mm_block(c + k, ldc, a, lai, lar, b + k, ldb, n, load, rows);
+        const int done = rows; /* rows the blocks computed */
+#else
+        const int done = 0;
+        (void)rows;
+#endif
+        for (int j = k; j < k + width && done < mr; j += NR) /* the rest, NR columns a time */
+            mm_edge(c + j + done * ldc, ldc, a + done * lai, lai, lar, b + j, ldb, mr - done,
+                    imin(NR, nc - j), n, load, simd > 0);
+        k += width;
     }
 }
 
@@ -811,18 +799,19 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
     }
 }
 
-/* dX_s += sum_t W_ts X_t for the keys s = s0 + j (j < ns) of a key block and the query rows
+/* dX_s (+)= sum_t W_ts X_t for the keys s = s0 + j (j < ns) of a key block and the query rows
  * t = t0 + i >= s (i >= ilo) of a tile: W (Q_TILE, K_TILE) read transposed, X packed in Xp
- * (nd columns); dX rows are ld apart. The dv (W = P, X = dout) and dk (W = dS, X = q) sums. */
+ * (nd columns); dX rows are ld apart; load == 0 overwrites them. The dv (W = P, X = dout) and
+ * dk (W = dS, X = q) sums. */
 GL_INLINE void add_key_rows(float *restrict dx, size_t ld, float (*W)[K_TILE],
                             float (*Xp)[D_CHUNK], int s0, int t0, int ilo, int ns, int nq,
-                            int nd, int simd) {
+                            int nd, int load, int simd) {
     for (int j0 = 0; j0 < ns; j0 += MR) {
         const int mk = imin(MR, ns - j0);
         const int i1 = s0 + j0 > t0 + ilo ? s0 + j0 - t0 : ilo;
         if (i1 < nq)
             mm_rows(dx + (s0 + j0) * ld, ld, &W[i1][j0], 1, K_TILE, Xp[i1], D_CHUNK, mk, nd,
-                    nq - i1, 1, simd);
+                    nq - i1, load, simd);
     }
 }
 
@@ -837,11 +826,14 @@ GL_INLINE void add_key_rows(float *restrict dx, size_t ld, float (*W)[K_TILE],
  * into P and dS / sqrt(hs), then dQ += G K, dV += P^T dO, dK += G^T Q in register blocks of MR
  * queries (resp. keys) by NR head columns. Scores walk the head dimension in chunks of
  * D_CHUNK; when one chunk holds it, the transposed blocks serve all the key block's query
- * tiles. Every sum runs in a fixed order (dk, dv over t ascending; dq over s ascending). */
+ * tiles. Every sum runs in a fixed order (dk, dv over t ascending; dq over s ascending).
+ * accumulate == 0: the first term of each sum is stored over what dqkv held (dq on the first
+ * key block, which every query sees; dk, dv on the key block's diagonal tile, where each of
+ * its keys meets its first query), from a zero register: the bits of adding to +0. */
 GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restrict dout,
                                        const float *restrict qkv, const float *restrict out,
                                        const float *restrict lse, int b, int h, int T, int C,
-                                       int NH, int simd) {
+                                       int NH, int accumulate, int simd) {
     const int hs = C / NH, whole = hs <= D_CHUNK; /* whole: one chunk holds the head */
     const size_t C3 = (size_t)3 * C, hoff = (size_t)h * hs;
     const float scale = 1.0f / sqrtf((float)hs);
@@ -854,6 +846,9 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
     const float *restrict L = lse + ((size_t)b * NH + h) * T;
     float P[Q_TILE][K_TILE], G[Q_TILE][K_TILE], KT[D_CHUNK][K_TILE], VT[D_CHUNK][K_TILE];
     float Kp[K_TILE][D_CHUNK], Xp[Q_TILE][D_CHUNK]; /* packed k rows; dout, then q rows */
+    float Dh[D_ROWS]; /* D_t of the whole head, when it holds them */
+    const int d_once = T <= D_ROWS;
+    for (int t = 0; d_once && t < T; t++) Dh[t] = dotf(dob + (size_t)t * C, ob + (size_t)t * C, hs);
     for (int s0 = 0; s0 < T; s0 += K_TILE) {
         const int ns = imin(K_TILE, T - s0), tfirst = s0 - s0 % Q_TILE;
         for (int t0 = tfirst; t0 < T; t0 += Q_TILE) {
@@ -883,7 +878,7 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
             for (int i = ilo; i < nq; i++) {
                 const int t = t0 + i, jn = imin(ns, t + 1 - s0), i0 = ilo + (i - ilo) / MR * MR;
                 const int nc = round_nr(imin(ns, t0 + i0 + imin(MR, nq - i0) - s0));
-                const float D = dotf(dob + (size_t)t * C, ob + (size_t)t * C, hs);
+                const float D = d_once ? Dh[t] : dotf(dob + (size_t)t * C, ob + (size_t)t * C, hs);
                 const float lt = L[t];
                 float *restrict pr = P[i], *restrict gr = G[i];
                 const int j8 = (jn + 7) / 8 * 8; /* whole vectors of 8 hold the unmasked keys */
@@ -902,13 +897,15 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
                 for (int i0 = ilo; i0 < nq; i0 += MR) {
                     const int mr = imin(MR, nq - i0), jmax = imin(ns, t0 + i0 + mr - s0);
                     mm_rows(dq + (t0 + i0) * C3 + d0, C3, G[i0], K_TILE, 1, &Kp[0][0], D_CHUNK,
-                            mr, nd, jmax, 1, simd);
+                            mr, nd, jmax, accumulate || s0 > 0, simd);
                 }
                 pack_rows(&Xp[ilo][0], dob + (size_t)(t0 + ilo) * C + d0, (size_t)C, nq - ilo,
                           nd);
-                add_key_rows(dv + d0, C3, P, Xp, s0, t0, ilo, ns, nq, nd, simd);
+                add_key_rows(dv + d0, C3, P, Xp, s0, t0, ilo, ns, nq, nd, accumulate || !first,
+                             simd);
                 pack_rows(&Xp[ilo][0], q + (t0 + ilo) * C3 + d0, C3, nq - ilo, nd);
-                add_key_rows(dk + d0, C3, G, Xp, s0, t0, ilo, ns, nq, nd, simd);
+                add_key_rows(dk + d0, C3, G, Xp, s0, t0, ilo, ns, nq, nd, accumulate || !first,
+                             simd);
             }
         }
     }
@@ -917,10 +914,11 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
 /* The same tile and head kernels compiled three times: plain C (the compiler's baseline
  * vectors), with AVX2 enabled (simd = 1: 8-float accumulators, 8 x 8 register transposes) and
  * with AVX-512 (simd = 2: 16-float accumulators, 32 registers); the arithmetic and its order
- * are identical, only the vector width differs. simd_level() picks one per call. */
+ * are identical, the products' multiply-adds fused in the two SIMD builds. simd_level() picks
+ * one per call. */
 typedef void (*attn_tile_fn)(float *, float *, const float *, int, int, int, int, int, int, int);
 typedef void (*attn_head_fn)(float *, const float *, const float *, const float *,
-                             const float *, int, int, int, int, int);
+                             const float *, int, int, int, int, int, int);
 
 static void attn_tile_portable(float *out, float *lse, const float *qkv, int b, int h, int t0,
                                int nq, int T, int C, int NH) {
@@ -928,8 +926,8 @@ static void attn_tile_portable(float *out, float *lse, const float *qkv, int b, 
 }
 static void attn_head_portable(float *dqkv, const float *dout, const float *qkv,
                                const float *out, const float *lse, int b, int h, int T, int C,
-                               int NH) {
-    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH, 0);
+                               int NH, int accumulate) {
+    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH, accumulate, 0);
 }
 #if GL_X86
 GL_AVX2 static void attn_tile_avx2(float *out, float *lse, const float *qkv, int b, int h,
@@ -938,8 +936,8 @@ GL_AVX2 static void attn_tile_avx2(float *out, float *lse, const float *qkv, int
 }
 GL_AVX2 static void attn_head_avx2(float *dqkv, const float *dout, const float *qkv,
                                    const float *out, const float *lse, int b, int h, int T,
-                                   int C, int NH) {
-    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH, 1);
+                                   int C, int NH, int accumulate) {
+    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH, accumulate, 1);
 }
 GL_AVX512 static void attn_tile_avx512(float *out, float *lse, const float *qkv, int b, int h,
                                        int t0, int nq, int T, int C, int NH) {
@@ -947,8 +945,8 @@ GL_AVX512 static void attn_tile_avx512(float *out, float *lse, const float *qkv,
 }
 GL_AVX512 static void attn_head_avx512(float *dqkv, const float *dout, const float *qkv,
                                        const float *out, const float *lse, int b, int h, int T,
-                                       int C, int NH) {
-    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH, 2);
+                                       int C, int NH, int accumulate) {
+    attention_backward_head(dqkv, dout, qkv, out, lse, b, h, T, C, NH, accumulate, 2);
 }
 #endif
 
@@ -976,7 +974,7 @@ void gl_attention_forward(float *out, float *lse, const float *qkv, int B, int T
 }
 
 /* Gradients of gl_attention_forward: dqkv (B,T,3C) accumulates (accumulate == 0: is
- * overwritten -- each head zeroes its own columns first, so the caller needs no memset); dout,
+ * overwritten -- each head's first terms are stored, so the caller needs no memset); dout,
  * out: (B,T,C). One thread per (b, h): a head only touches its own columns of dqkv, so the
  * threads never write the same element. */
 void gl_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
@@ -988,17 +986,9 @@ void gl_attention_backward(float *dqkv, const float *dout, const float *qkv, con
     else if (level == 1) head = attn_head_avx2;
 #endif
     const int pairs = B * NH;
-    const int hs = C / NH;
 #pragma omp parallel for schedule(static)
-    for (int bh = 0; bh < pairs; bh++) {
-        const int b = bh / NH, h = bh % NH;
-        if (!accumulate)
-            for (int t = 0; t < T; t++)
-                for (int part = 0; part < 3; part++) /* q, k, v */
-                    memset(dqkv + ((size_t)b * T + t) * 3 * C + part * C + h * hs, 0,
-                           hs * sizeof(float));
-        head(dqkv, dout, qkv, out, lse, b, h, T, C, NH);
-    }
+    for (int bh = 0; bh < pairs; bh++)
+        head(dqkv, dout, qkv, out, lse, bh / NH, bh % NH, T, C, NH, accumulate);
 }
 
 /* ---- GELU ------------------------------------------------------------------------------- */
