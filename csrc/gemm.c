@@ -811,8 +811,10 @@ __attribute__((target(AMX_TARGET))) static void pack_a_amx_cols(float *dst, cons
     }
 }
 
-/* A, "rows" layout (element (k, i) at src[k * ld + i]: a transposed A): 16 k of 16 rows
- * transposed in registers, twice per chunk, then each row's 32 k rounded to bfloat16. */
+/* A, "rows" layout (element (k, i) at src[k * ld + i]: a transposed A): rows k and k + 1 of
+ * 16 columns rounded and paired into 16 units (pair_rows_bf16), 16 pairs of a chunk, then the
+ * 16 x 16 units transposed in registers -- one transpose per chunk, on data already halved
+ * (two float transposes and then the rounding cost 1.5x as much: benchmarks/bench_pack.c). */
 __attribute__((target(AMX_TARGET))) static void pack_a_amx_rows(float *dst, const float *src,
                                                                 ptrdiff_t ld, int w, int wv,
                                                                 int kc, int np) {
@@ -822,18 +824,18 @@ __attribute__((target(AMX_TARGET))) static void pack_a_amx_rows(float *dst, cons
         for (int k = 0; k < kc; k += AMX_CHUNK, d += AMX_MR * AMX_CHUNK)
             for (int i0 = 0; i0 < AMX_MR; i0 += 16) {
                 const __mmask16 m = first_lanes(clamp_int(pv - i0, 0, 16));
-                __m512 lo[16], hi[16]; /* k .. k + 15 and k + 16 .. k + 31 of rows i0 .. */
-                for (int kk = 0; kk < 16; kk++) {
-                    const float *s = src + (ptrdiff_t)(k + kk) * ld + i0;
-                    lo[kk] = k + kk < kc ? _mm512_maskz_loadu_ps(m, s) : _mm512_setzero_ps();
-                    hi[kk] = k + 16 + kk < kc ? _mm512_maskz_loadu_ps(m, s + 16 * ld)
-                                              : _mm512_setzero_ps();
+                __m512 u[16]; /* u[q]: k + 2q and k + 2q + 1 of rows i0 .. i0 + 15 */
+                for (int q = 0; q < 16; q++) {
+                    const int k0 = k + 2 * q;
+                    const float *s = src + (ptrdiff_t)k0 * ld + i0;
+                    const __m512 x = k0 < kc ? _mm512_maskz_loadu_ps(m, s) : _mm512_setzero_ps();
+                    const __m512 y = k0 + 1 < kc ? _mm512_maskz_loadu_ps(m, s + ld)
+                                                 : _mm512_setzero_ps();
+                    u[q] = pair_rows_bf16(x, y);
                 }
-                transpose16(lo);
-                transpose16(hi);
+                transpose16(u);
                 for (int ii = 0; ii < 16; ii++)
-                    _mm512_store_ps((float *)(d + (i0 + ii) * AMX_CHUNK),
-                                    pair_run_bf16(lo[ii], hi[ii]));
+                    _mm512_store_ps((float *)(d + (i0 + ii) * AMX_CHUNK), u[ii]);
             }
     }
 }
