@@ -13,10 +13,10 @@
  * Speed: the inner loops are plain C the compiler vectorizes (restrict pointers, no reductions
  * across the vector, a polynomial exp instead of libm's); attention, GELU and layernorm are also
  * compiled for AVX2 and AVX-512 and chosen at run time, with the same arithmetic in the same
- * order, so the builds give bitwise-identical results -- except the products inside attention:
- * register-blocked, they fuse each multiply-add (FMA: half the instructions, one rounding) in
- * the AVX2 and AVX-512 builds, which agree bitwise with each other, while the portable build
- * (a multiply, then an add) agrees with them to float32 rounding.
+ * order. Layernorm gives bitwise-identical results in every build; attention (its register-
+ * blocked products and softmax exponentials) and GELU fuse their multiply-adds in the AVX2 and
+ * AVX-512 builds (FMA: fewer instructions, one rounding), which agree bitwise with each other,
+ * while the portable build (a multiply, then an add) agrees with them to float32 rounding.
  */
 #include "gptlab.h"
 #include "fastexp.h"
@@ -126,10 +126,10 @@ GL_INLINE void axpyf(float *restrict y, float a, const float *restrict x, int n)
 
 /* e^x in float, vectorizable (no libm call; fastexp.h): below -87.3 the result is 0 (no
  * denormals), above 88.3 it saturates at e^88.3 (about 2e38), NaN stays NaN. */
-GL_INLINE float exp_f(float x0) {
+GL_INLINE float exp_f(float x0, int fused) {
     float x = x0 < -87.3f ? -87.3f : x0;
     x = x > 88.3f ? 88.3f : x;
-    return x0 < -87.3f ? 0.0f : exp_poly(x);
+    return x0 < -87.3f ? 0.0f : exp_poly(x, fused);
 }
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
@@ -701,19 +701,21 @@ GL_INLINE void prefetch_next(const float *q, const float *dq, const float *dob, 
  * for j < jn and 0 after. m, l: the row's running maximum of the scaled scores and sum of
  * exponentials; when m grows, l and the partial output o (hs) are rescaled. */
 GL_INLINE void softmax_update(float *restrict row, float *restrict o, float *restrict m,
-                              float *restrict l, int jn, int ncols, float scale, int hs) {
+                              float *restrict l, int jn, int ncols, float scale, int hs,
+                              int fused) {
     const float bm = maxf(row, jn) * scale; /* rounding keeps the order: max(x) s = max(x s) */
     if (*m == -INFINITY) {
         *m = bm;
     } else if (bm > *m) { /* a new maximum: rescale what was accumulated so far */
-        const float corr = exp_f(*m - bm);
+        const float corr = exp_f(*m - bm, fused);
         *l *= corr;
         for (int d = 0; d < hs; d++) o[d] *= corr;
         *m = bm;
     }
     const float mi = *m;
     const int j8 = (jn + 7) / 8 * 8; /* whole vectors of 8 hold the unmasked keys */
-    for (int j = 0; j < j8; j++) row[j] = j < jn ? exp_neg(row[j] * scale - mi) : 0.0f;
+    for (int j = 0; j < j8; j++)
+        row[j] = j < jn ? exp_neg(madd(row[j], scale, -mi, fused), fused) : 0.0f;
     for (int j = j8; j < ncols; j++) row[j] = 0.0f;
     *l += sumf(row, j8);
 }
@@ -777,7 +779,7 @@ GL_INLINE void attention_forward_tile(float *restrict out, float *restrict lse,
         for (int i = 0; i < nq; i++) {
             const int jn = imin(ns, t0 + i + 1 - s0), i0 = i - i % MR;
             const int nc = round_nr(imin(ns, t0 + i0 + imin(MR, nq - i0) - s0));
-            if (jn > 0) softmax_update(S[i], o + i * C, &m[i], &l[i], jn, nc, scale, hs);
+            if (jn > 0) softmax_update(S[i], o + i * C, &m[i], &l[i], jn, nc, scale, hs, simd > 0);
             else if (nc > 0) memset(S[i], 0, sizeof(float) * (size_t)nc);
         }
         /* out = P V on the first key block (which every row sees), out += P V after it */
@@ -883,7 +885,8 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
                 float *restrict pr = P[i], *restrict gr = G[i];
                 const int j8 = (jn + 7) / 8 * 8; /* whole vectors of 8 hold the unmasked keys */
                 for (int j = 0; j < j8; j++) {
-                    const float p = j < jn ? exp_neg(pr[j] * scale - lt) : 0.0f;
+                    const float p = j < jn ? exp_neg(madd(pr[j], scale, -lt, simd > 0), simd > 0)
+                                           : 0.0f;
                     pr[j] = p;
                     gr[j] = p * (gr[j] - D) * scale;
                 }
@@ -999,11 +1002,12 @@ void gl_attention_backward(float *dqkv, const float *dout, const float *qkv, con
 
 /* GELU(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3). Since 1 + tanh(u) =
  * 2 sigmoid(2u), it is computed as x / (1 + exp(-2u)): one exponential, exact in both tails. */
-GL_INLINE void gelu_forward_body(float *restrict out, const float *restrict x, size_t n) {
+GL_INLINE void gelu_forward_body(float *restrict out, const float *restrict x, size_t n,
+                                 int fused) {
     for (size_t i = 0; i < n; i++) {
         const float xi = x[i];
-        const float u = GELU_K * (xi + GELU_A * xi * xi * xi);
-        out[i] = xi / (1.0f + exp_f(-2.0f * u));
+        const float u = GELU_K * madd(GELU_A * xi * xi, xi, xi, fused);
+        out[i] = xi / (1.0f + exp_f(-2.0f * u, fused));
     }
 }
 
@@ -1012,38 +1016,40 @@ GL_INLINE void gelu_forward_body(float *restrict out, const float *restrict x, s
  * du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2); dx = (accumulate ? dx : 0) + gelu'(x) * dout
  * (0 + v, not v: the same bits as accumulating into a zeroed dx, -0 included). */
 GL_INLINE void gelu_backward_body(float *restrict dx, const float *restrict x,
-                                  const float *restrict dout, size_t n, int accumulate) {
+                                  const float *restrict dout, size_t n, int accumulate,
+                                  int fused) {
     for (size_t i = 0; i < n; i++) {
         const float xi = x[i];
-        const float u = GELU_K * (xi + GELU_A * xi * xi * xi);
-        const float e = exp_f(-2.0f * u);
+        const float u = GELU_K * madd(GELU_A * xi * xi, xi, xi, fused);
+        const float e = exp_f(-2.0f * u, fused);
         const float sg = 1.0f / (1.0f + e);
-        const float du = GELU_K * (1.0f + 3.0f * GELU_A * xi * xi);
-        dx[i] = (accumulate ? dx[i] : 0.0f) + (sg + 2.0f * xi * sg * (e * sg) * du) * dout[i];
+        const float du = GELU_K * madd(3.0f * GELU_A * xi, xi, 1.0f, fused);
+        const float g = madd(2.0f * xi * sg * (e * sg), du, sg, fused); /* gelu'(x) */
+        dx[i] = (accumulate ? dx[i] : 0.0f) + g * dout[i];
     }
 }
 
 static void gelu_forward_portable(float *out, const float *x, size_t n) {
-    gelu_forward_body(out, x, n);
+    gelu_forward_body(out, x, n, 0);
 }
 static void gelu_backward_portable(float *dx, const float *x, const float *dout, size_t n,
                                    int accumulate) {
-    gelu_backward_body(dx, x, dout, n, accumulate);
+    gelu_backward_body(dx, x, dout, n, accumulate, 0);
 }
 #if GL_X86
 GL_AVX2 static void gelu_forward_avx2(float *out, const float *x, size_t n) {
-    gelu_forward_body(out, x, n);
+    gelu_forward_body(out, x, n, 1);
 }
 GL_AVX2 static void gelu_backward_avx2(float *dx, const float *x, const float *dout, size_t n,
                                        int accumulate) {
-    gelu_backward_body(dx, x, dout, n, accumulate);
+    gelu_backward_body(dx, x, dout, n, accumulate, 1);
 }
 GL_AVX512 static void gelu_forward_avx512(float *out, const float *x, size_t n) {
-    gelu_forward_body(out, x, n);
+    gelu_forward_body(out, x, n, 1);
 }
 GL_AVX512 static void gelu_backward_avx512(float *dx, const float *x, const float *dout,
                                            size_t n, int accumulate) {
-    gelu_backward_body(dx, x, dout, n, accumulate);
+    gelu_backward_body(dx, x, dout, n, accumulate, 1);
 }
 #endif
 

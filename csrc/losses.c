@@ -39,7 +39,7 @@
 ALWAYS_INLINE float exp_approx(float x) {
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
-    return exp_poly(x);
+    return exp_poly(x, 0);
 }
 
 /* Largest element of x (V). A NaN is skipped here but reaches the sums through exp. */

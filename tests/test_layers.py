@@ -504,25 +504,64 @@ def _on_isa(isa, fn):
 
 @pytest.mark.parametrize("isa", ["avx2", "avx512"])
 def test_simd_and_portable_paths_agree_bitwise(isa):
-    """The AVX2 and AVX-512 builds of GELU and the bias gradient run the same arithmetic in
-    the same order as the portable one (gl_gemm_set_isa("portable") switches the whole core).
-    Attention fuses its multiply-adds in the SIMD builds: see the tests below."""
+    """The AVX2 and AVX-512 builds of the bias gradient run the same arithmetic in the same
+    order as the portable one (gl_gemm_set_isa("portable") switches the whole core). GELU and
+    attention fuse their multiply-adds in the SIMD builds: see the tests below."""
     if isa not in SIMD_ISAS:
         pytest.skip(f"no {isa} path on this CPU/build")
     rng = np.random.default_rng(10)
-    x, dx_in = f32(rng, 50_000, scale=4.0), f32(rng, 50_000)
     xm, wm, dy = f32(rng, 300, 20), f32(rng, 20, 197), f32(rng, 300, 197, scale=100.0)
 
     def run():
-        dx = np.zeros_like(x)
-        _core.gelu_backward(dx, x, dx_in)
         db = np.full(197, 0.25, np.float32)
         _core.matmul_backward(None, np.zeros_like(wm), db, dy, xm, wm)
-        return [_core.gelu_forward(x), dx, db]
+        return [db]
 
     simd, portable = _on_isa(isa, run), _on_isa("portable", run)
     for a, b in zip(simd, portable):
         assert np.array_equal(a, b)
+
+
+def run_gelu(x, dout, dx_in):
+    """gelu(x), and gelu'(x) * dout accumulated into a copy of dx_in and written over NaN."""
+    dx, over = dx_in.copy(), np.full_like(x, np.nan)
+    _core.gelu_backward(dx, x, dout)
+    _core.gelu_backward(over, x, dout, False)
+    return [_core.gelu_forward(x), dx, over]
+
+
+def gelu_inputs(seed=10, n=50_003):
+    """x over GELU's whole range (both tails, the exponential's clamps at |2u| > 87), dout, dx."""
+    rng = np.random.default_rng(seed)
+    x = f32(rng, n, scale=4.0)
+    x[:7] = [0.0, -0.0, 40.0, -40.0, 1e-30, -9.0, 9.0]
+    return x, f32(rng, n), f32(rng, n)
+
+
+def test_gelu_avx2_and_avx512_agree_bitwise():
+    """The AVX2 and AVX-512 builds of GELU fuse the same multiply-adds (fmaf: one rounding,
+    whatever the vector width): the same bits, forward and backward."""
+    if set(SIMD_ISAS) != {"avx2", "avx512"}:
+        pytest.skip("needs both the AVX2 and the AVX-512 path")
+    x, dout, dx_in = gelu_inputs()
+    avx2 = _on_isa("avx2", lambda: run_gelu(x, dout, dx_in))
+    avx512 = _on_isa("avx512", lambda: run_gelu(x, dout, dx_in))
+    for a, b in zip(avx2, avx512):
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+def test_gelu_simd_paths_fuse_what_the_portable_path_rounds_twice(isa):
+    """Against the portable build (a multiply, then an add) the SIMD builds' GELU differs by
+    float32 rounding only -- and does differ: the fused path is really taken."""
+    if isa not in SIMD_ISAS:
+        pytest.skip(f"no {isa} path on this CPU/build")
+    x, dout, dx_in = gelu_inputs()
+    simd = _on_isa(isa, lambda: run_gelu(x, dout, dx_in))
+    portable = _on_isa("portable", lambda: run_gelu(x, dout, dx_in))
+    for a, b, what in zip(simd, portable, ("gelu", "dx", "dx over NaN")):
+        assert_close(a, b.astype(np.float64), tol=1e-6, what=what)
+        assert not np.array_equal(a, b), what
 
 
 def run_attention(qkv, dout, NH):
