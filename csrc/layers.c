@@ -850,7 +850,13 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
     float Kp[K_TILE][D_CHUNK], Xp[Q_TILE][D_CHUNK]; /* packed k rows; dout, then q rows */
     float Dh[D_ROWS]; /* D_t of the whole head, when it holds them */
     const int d_once = T <= D_ROWS;
-    for (int t = 0; d_once && t < T; t++) Dh[t] = dotf(dob + (size_t)t * C, ob + (size_t)t * C, hs);
+    for (int t = 0; d_once && t < T; t++) {
+        if (t + 8 < T) { /* rows C apart: ask for them ahead */
+            prefetch_rows(dob + (size_t)(t + 8) * C, (size_t)C, 1, hs);
+            prefetch_rows(ob + (size_t)(t + 8) * C, (size_t)C, 1, hs);
+        }
+        Dh[t] = dotf(dob + (size_t)t * C, ob + (size_t)t * C, hs);
+    }
     for (int s0 = 0; s0 < T; s0 += K_TILE) {
         const int ns = imin(K_TILE, T - s0), tfirst = s0 - s0 % Q_TILE;
         for (int t0 = tfirst; t0 < T; t0 += Q_TILE) {
