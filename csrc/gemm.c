@@ -694,9 +694,10 @@ __attribute__((target(BF16_TARGET))) static void pack_cols_bf16(float *dst, cons
  *
  * Operands are rounded to bfloat16 as they are packed, as on the AVX512-BF16 path; the sums
  * are float32 but grouped differently by the hardware, so the two paths agree to float32
- * rounding, not bit for bit (each tested against float64). B keeps the AVX512-BF16 layout (rows of 32 k-pair units; a B tile is 16 such
- * rows, 128 bytes apart), padded with zero rows to whole 32-k chunks. A is packed as the tiles
- * load it: per 32-k chunk, rows 0-15 then 16-31, 32 bfloat16 (64 bytes) a row. Both fit a
+ * rounding, not bit for bit (each tested against float64). B keeps the AVX512-BF16 layout
+ * (rows of 32 k-pair units; a B tile is 16 such rows, 128 bytes apart), padded with zero
+ * rows to whole 32-k chunks. A is packed as the tiles load it: per 32-k chunk, rows 0-15 then
+ * 16-31, 32 bfloat16 (64 bytes) a row. Both fit a
  * panel's float32 space (w * kc floats) when the slice is at least 16 deep (kc >= 16); a
  * product whose last KC slice is shallower takes the AVX512-BF16 path (product_isa).
  *

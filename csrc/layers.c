@@ -69,6 +69,14 @@ static int simd_level(void) {
     return 0;
 }
 
+/* The builds of one kernel, indexed by simd_level(): {name_portable, name_avx2, name_avx512}
+ * (the portable one thrice where there are no others). Dispatch: builds[simd_level()]. */
+#if GL_X86
+#define SIMD_BUILDS(name) {name##_portable, name##_avx2, name##_avx512}
+#else
+#define SIMD_BUILDS(name) {name##_portable, name##_portable, name##_portable}
+#endif
+
 /* a . b in float with 8 independent partial sums (vectorizable, fixed order). */
 GL_INLINE float dotf(const float *restrict a, const float *restrict b, int n) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -350,12 +358,8 @@ LAYERNORM_BUILD(avx512, GL_AVX512)
 #endif
 
 static const layernorm_ops *layernorm_build(void) {
-#if GL_X86
-    const int level = simd_level();
-    if (level == 2) return &ln_ops_avx512;
-    if (level == 1) return &ln_ops_avx2;
-#endif
-    return &ln_ops_portable;
+    static const layernorm_ops *const builds[] = SIMD_BUILDS(&ln_ops);
+    return builds[simd_level()];
 }
 
 /* Rows per work item of the layernorm passes. */
@@ -406,8 +410,6 @@ void gl_matmul_forward(float *out, const float *x, const float *w, const float *
     else gl_sgemm(0, 0, N, OC, C, 1.0f, x, C, w, OC, 0.0f, out, OC);
 }
 
-/* dx += dout @ w^T: (N,OC) @ (OC,C); dw += x^T @ dout: (C,N) @ (N,OC); db += sum_n dout.
- * dx and db may be NULL (the input needs no gradient; the layer has no bias). */
 /* db[c0 .. c0 + nc) += dout summed over its N rows, in order, in double (nc <= COL_BLOCK). */
 GL_INLINE void bias_grad_cols(float *restrict db, const float *restrict dout, int N, int OC,
                               int c0, int nc) {
@@ -435,17 +437,16 @@ GL_AVX512 static void bias_grad_avx512(float *db, const float *dout, int N, int 
 }
 #endif
 
+/* dx += dout @ w^T: (N,OC) @ (OC,C); dw += x^T @ dout: (C,N) @ (N,OC); db += sum_n dout.
+ * dx and db may be NULL (the input needs no gradient; the layer has no bias). */
 void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                         const float *w, int N, int C, int OC) {
     if (dx) gl_sgemm(0, 1, N, C, OC, 1.0f, dout, OC, w, OC, 1.0f, dx, C);
     gl_sgemm(1, 0, C, OC, N, 1.0f, x, C, dout, OC, 1.0f, dw, OC);
     if (!db) return;
-    void (*cols)(float *, const float *, int, int, int, int) = bias_grad_portable;
-#if GL_X86
-    const int level = simd_level();
-    if (level == 2) cols = bias_grad_avx512;
-    else if (level == 1) cols = bias_grad_avx2;
-#endif
+    static void (*const builds[])(float *, const float *, int, int, int, int) =
+        SIMD_BUILDS(bias_grad);
+    void (*const cols)(float *, const float *, int, int, int, int) = builds[simd_level()];
     const int nblk = (OC + SUM_COLS - 1) / SUM_COLS;
 #pragma omp parallel for schedule(static) if ((size_t)N * OC >= GL_PAR_MIN)
     for (int cb = 0; cb < nblk; cb++)
@@ -817,6 +818,11 @@ GL_INLINE void add_key_rows(float *restrict dx, size_t ld, float (*W)[K_TILE],
     }
 }
 
+/* D_t = dout_t . out_t of one head (rows C floats apart, hs long). */
+GL_INLINE float row_d(const float *restrict dob, const float *restrict ob, int t, int C, int hs) {
+    return dotf(dob + (size_t)t * C, ob + (size_t)t * C, hs);
+}
+
 /* The backward pass of one head (b, h), recomputing the probabilities from lse:
  *   P_ts = exp(q_t . k_s / sqrt(hs) - lse_t)          for s <= t
  *   D_t = dout_t . out_t  (= sum_s P_ts dout_t . v_s)
@@ -850,13 +856,14 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
     float Kp[K_TILE][D_CHUNK], Xp[Q_TILE][D_CHUNK]; /* packed k rows; dout, then q rows */
     float Dh[D_ROWS]; /* D_t of the whole head, when it holds them */
     const int d_once = T <= D_ROWS;
-    for (int t = 0; d_once && t < T; t++) {
-        if (t + 8 < T) { /* rows C apart: ask for them ahead */
-            prefetch_rows(dob + (size_t)(t + 8) * C, (size_t)C, 1, hs);
-            prefetch_rows(ob + (size_t)(t + 8) * C, (size_t)C, 1, hs);
+    if (d_once)
+        for (int t = 0; t < T; t++) {
+            if (t + 8 < T) { /* rows C apart: ask for them ahead */
+                prefetch_rows(dob + (size_t)(t + 8) * C, (size_t)C, 1, hs);
+                prefetch_rows(ob + (size_t)(t + 8) * C, (size_t)C, 1, hs);
+            }
+            Dh[t] = row_d(dob, ob, t, C, hs);
         }
-        Dh[t] = dotf(dob + (size_t)t * C, ob + (size_t)t * C, hs);
-    }
     for (int s0 = 0; s0 < T; s0 += K_TILE) {
         const int ns = imin(K_TILE, T - s0), tfirst = s0 - s0 % Q_TILE;
         for (int t0 = tfirst; t0 < T; t0 += Q_TILE) {
@@ -886,7 +893,7 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
             for (int i = ilo; i < nq; i++) {
                 const int t = t0 + i, jn = imin(ns, t + 1 - s0), i0 = ilo + (i - ilo) / MR * MR;
                 const int nc = round_nr(imin(ns, t0 + i0 + imin(MR, nq - i0) - s0));
-                const float D = d_once ? Dh[t] : dotf(dob + (size_t)t * C, ob + (size_t)t * C, hs);
+                const float D = d_once ? Dh[t] : row_d(dob, ob, t, C, hs);
                 const float lt = L[t];
                 float *restrict pr = P[i], *restrict gr = G[i];
                 const int j8 = (jn + 7) / 8 * 8; /* whole vectors of 8 hold the unmasked keys */
@@ -965,12 +972,8 @@ GL_AVX512 static void attn_head_avx512(float *dqkv, const float *dout, const flo
  * out the causal triangle's uneven tiles) keeps the result deterministic. */
 void gl_attention_forward(float *out, float *lse, const float *qkv, int B, int T, int C, int NH) {
     if (B <= 0 || T <= 0) return;
-    attn_tile_fn tile = attn_tile_portable;
-#if GL_X86
-    const int level = simd_level();
-    if (level == 2) tile = attn_tile_avx512;
-    else if (level == 1) tile = attn_tile_avx2;
-#endif
+    static const attn_tile_fn builds[] = SIMD_BUILDS(attn_tile);
+    const attn_tile_fn tile = builds[simd_level()];
     const int ntiles = (T + Q_TILE - 1) / Q_TILE;
     const ptrdiff_t items = (ptrdiff_t)B * NH * ntiles;
 #pragma omp parallel for schedule(dynamic, 1)
@@ -988,12 +991,8 @@ void gl_attention_forward(float *out, float *lse, const float *qkv, int B, int T
  * threads never write the same element. */
 void gl_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out,
                            const float *lse, int B, int T, int C, int NH, int accumulate) {
-    attn_head_fn head = attn_head_portable;
-#if GL_X86
-    const int level = simd_level();
-    if (level == 2) head = attn_head_avx512;
-    else if (level == 1) head = attn_head_avx2;
-#endif
+    static const attn_head_fn builds[] = SIMD_BUILDS(attn_head);
+    const attn_head_fn head = builds[simd_level()];
     const int pairs = B * NH;
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < pairs; bh++)
@@ -1061,12 +1060,8 @@ GL_AVX512 static void gelu_backward_avx512(float *dx, const float *x, const floa
 
 /* out = gelu(x), (N) each; chunks of GELU_CHUNK elements in parallel. */
 void gl_gelu_forward(float *out, const float *x, size_t N) {
-    void (*fn)(float *, const float *, size_t) = gelu_forward_portable;
-#if GL_X86
-    const int level = simd_level();
-    if (level == 2) fn = gelu_forward_avx512;
-    else if (level == 1) fn = gelu_forward_avx2;
-#endif
+    static void (*const builds[])(float *, const float *, size_t) = SIMD_BUILDS(gelu_forward);
+    void (*const fn)(float *, const float *, size_t) = builds[simd_level()];
     const ptrdiff_t nchunks = (ptrdiff_t)((N + GELU_CHUNK - 1) / GELU_CHUNK);
 #pragma omp parallel for schedule(static) if (N >= GL_PAR_MIN)
     for (ptrdiff_t c = 0; c < nchunks; c++) {
@@ -1078,12 +1073,9 @@ void gl_gelu_forward(float *out, const float *x, size_t N) {
 /* dx += gelu'(x) * dout, (N) each; accumulate == 0: dx = gelu'(x) * dout (dx is not read, so
  * the model's backward pass skips zeroing it: a pass over 4 C floats per token). */
 void gl_gelu_backward(float *dx, const float *x, const float *dout, size_t N, int accumulate) {
-    void (*fn)(float *, const float *, const float *, size_t, int) = gelu_backward_portable;
-#if GL_X86
-    const int level = simd_level();
-    if (level == 2) fn = gelu_backward_avx512;
-    else if (level == 1) fn = gelu_backward_avx2;
-#endif
+    static void (*const builds[])(float *, const float *, const float *, size_t, int) =
+        SIMD_BUILDS(gelu_backward);
+    void (*const fn)(float *, const float *, const float *, size_t, int) = builds[simd_level()];
     const ptrdiff_t nchunks = (ptrdiff_t)((N + GELU_CHUNK - 1) / GELU_CHUNK);
 #pragma omp parallel for schedule(static) if (N >= GL_PAR_MIN)
     for (ptrdiff_t c = 0; c < nchunks; c++) {
