@@ -11,13 +11,15 @@ builds must offer the functions it calls.
     git worktree add /tmp/old <commit> && (cd /tmp/old && python setup.py build_ext --inplace)
     python benchmarks/ab_builds.py /tmp/old/gptlab/_core*.so gptlab/_core*.so \\
         [--step small|gpt-mini|gpt2] [--generate small|gpt-mini] [--batch 1]
-        [--gemm CASE M K N] [--threads 2] [--rounds 8] [--pause 0.05]
-        [--precision bfloat16]
+        [--gemm CASE M K N] [--attention small|gpt-mini forward|backward]
+        [--threads 2] [--rounds 8] [--pause 0.05] [--precision bfloat16]
 
 --step times training steps (zero_grad, forward, backward, clip_and_step) on random tokens at
 the step_time.py shapes; --generate times greedy decoding of 128 tokens after a 16-token
 prompt (vocabulary 2048); --gemm times one product of bench_gemm.py's table (CASE NN, NT or
-TN: y = x W, dx = dy W^T, dW = x^T dy, with x (M, K)). --pause sleeps that long before each
+TN: y = x W, dx = dy W^T, dW = x^T dy, with x (M, K)); --attention times one layer's attention
+forward or backward pass (dqkv overwritten, as the model calls it) on bench_layers.py's
+shapes. --pause sleeps that long before each
 timed call, as an interactive session or a PPO rollout after a training step does: a thread
 that slept has to be woken, which back-to-back calls never show. B/A < 1: B is faster.
 """
@@ -34,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from bench_gemm import operands  # noqa: E402  (this folder is on sys.path)
+from bench_layers import ATTENTION_SHAPES  # noqa: E402
 from step_time import SHAPES, make_step  # noqa: E402
 
 import gptlab as gl  # noqa: E402
@@ -61,6 +64,19 @@ def generate_job(preset: str, batch: int):
     return lambda: model.generate(prompt, 128, temperature=0)
 
 
+def attention_job(core, preset: str, which: str):
+    """A callable running one attention pass of `core` at bench_layers.py's shapes."""
+    B, T, C, NH = ATTENTION_SHAPES[preset]
+    rng = np.random.default_rng(0)
+    qkv = rng.standard_normal((B, T, 3 * C), np.float32)
+    dout = rng.standard_normal((B, T, C), np.float32)
+    out, lse = core.attention_forward(qkv, NH)
+    dqkv = np.empty_like(qkv)
+    if which == "forward":
+        return lambda: core.attention_forward(qkv, NH)
+    return lambda: core.attention_backward(dqkv, dout, qkv, out, lse, NH, False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("a", help="the A build: a _core*.so file")
@@ -69,6 +85,7 @@ def main() -> None:
     ap.add_argument("--generate", choices=list(SHAPES), default=None)
     ap.add_argument("--batch", type=int, default=1, help="--generate: sequences")
     ap.add_argument("--gemm", nargs=4, metavar=("CASE", "M", "K", "N"), default=None)
+    ap.add_argument("--attention", nargs=2, metavar=("PRESET", "PASS"), default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=8, help="blocks per build")
     ap.add_argument("--per-block", type=int, default=4, help="timed calls per block")
@@ -76,8 +93,12 @@ def main() -> None:
     ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
                     help="of both builds' blocked products (gemm_set_precision)")
     args = ap.parse_args()
-    if sum(x is not None for x in (args.step, args.generate, args.gemm)) != 1:
-        ap.error("give one of --step PRESET, --generate PRESET or --gemm CASE M K N")
+    if sum(x is not None for x in (args.step, args.generate, args.gemm, args.attention)) != 1:
+        ap.error("give one of --step PRESET, --generate PRESET, --gemm CASE M K N or "
+                 "--attention PRESET PASS")
+    if args.attention and (args.attention[0] not in ATTENTION_SHAPES
+                           or args.attention[1] not in ("forward", "backward")):
+        ap.error("--attention: PRESET small or gpt-mini, PASS forward or backward")
     if args.gemm and args.gemm[0] not in ("NN", "NT", "TN"):
         ap.error("--gemm: CASE is NN, NT or TN")
     cores = {"A": load_core(args.a), "B": load_core(args.b)}
@@ -90,6 +111,8 @@ def main() -> None:
             jobs[tag] = make_step(args.step)
         elif args.generate:
             jobs[tag] = generate_job(args.generate, args.batch)
+        elif args.attention:
+            jobs[tag] = attention_job(core, *args.attention)
         else:
             case, (M, K, N) = args.gemm[0], map(int, args.gemm[1:])
             jobs[tag] = operands(case, M, K, N, np.random.default_rng(0), core)[0]
@@ -108,6 +131,8 @@ def main() -> None:
         what = f"step {args.step}"
     elif args.generate:
         what = f"generate {args.generate} B={args.batch}, 128 tokens"
+    elif args.attention:
+        what = "attention {} {}".format(*args.attention)
     else:
         what = "gemm {} M={} K={} N={}".format(*args.gemm)
     pause = f", {args.pause} s pauses" if args.pause else ""
