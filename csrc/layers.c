@@ -697,25 +697,26 @@ GL_INLINE void prefetch_rows(const float *p, size_t ld, int n, int hs) {
 #endif
 }
 
-/* The backward pass's prefetch: rows [tn, tn + Q_TILE) of q, dq, dout, out (the next query
- * tile) and rows [sn, sn + K_TILE) of k, v, dk, dv (the next key block), those below T. */
+/* The backward pass's prefetch: rows [tn + r0, tn + r1) of q, dq, dout, out (the next query
+ * tile) and rows [sn + r0, sn + r1) of k, v, dk, dv (the next key block), those below T and
+ * below Q_TILE (K_TILE) rows of the tile. */
 GL_INLINE void prefetch_next(const float *q, const float *dq, const float *dob, const float *ob,
                              const float *k, const float *v, const float *dk, const float *dv,
-                             int tn, int sn, int T, int C, int hs) {
+                             int tn, int sn, int T, int C, int hs, int r0, int r1) {
     const size_t C3 = (size_t)3 * C;
-    if (tn < T) {
-        const int n = imin(Q_TILE, T - tn);
-        prefetch_rows(q + tn * C3, C3, n, hs);
-        prefetch_rows(dq + tn * C3, C3, n, hs);
-        prefetch_rows(dob + (size_t)tn * C, (size_t)C, n, hs);
-        prefetch_rows(ob + (size_t)tn * C, (size_t)C, n, hs);
+    if (tn + r0 < T && r0 < Q_TILE) {
+        const int n = imin(imin(Q_TILE, r1) - r0, T - tn - r0);
+        prefetch_rows(q + (tn + r0) * C3, C3, n, hs);
+        prefetch_rows(dq + (tn + r0) * C3, C3, n, hs);
+        prefetch_rows(dob + (size_t)(tn + r0) * C, (size_t)C, n, hs);
+        prefetch_rows(ob + (size_t)(tn + r0) * C, (size_t)C, n, hs);
     }
-    if (sn < T) {
-        const int n = imin(K_TILE, T - sn);
-        prefetch_rows(k + sn * C3, C3, n, hs);
-        prefetch_rows(v + sn * C3, C3, n, hs);
-        prefetch_rows(dk + sn * C3, C3, n, hs);
-        prefetch_rows(dv + sn * C3, C3, n, hs);
+    if (sn + r0 < T && r0 < K_TILE) {
+        const int n = imin(imin(K_TILE, r1) - r0, T - sn - r0);
+        prefetch_rows(k + (sn + r0) * C3, C3, n, hs);
+        prefetch_rows(v + (sn + r0) * C3, C3, n, hs);
+        prefetch_rows(dk + (sn + r0) * C3, C3, n, hs);
+        prefetch_rows(dv + (sn + r0) * C3, C3, n, hs);
     }
 }
 
@@ -891,8 +892,12 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
         for (int t0 = tfirst; t0 < T; t0 += Q_TILE) {
             const int nq = imin(Q_TILE, T - t0), ilo = s0 > t0 ? s0 - t0 : 0; /* rows t >= s0 */
             const int first = t0 == tfirst; /* the key block's first query tile */
-            prefetch_next(q, dq, dob, ob, k, v, dk, dv, t0 + Q_TILE, first ? s0 + K_TILE : T,
-                          T, C, hs);
+            /* the next tile's rows are asked for a few at a time, `per` rows of each array per
+             * row of the softmax loop below: all at once (2560 prefetches at gpt-mini's shapes)
+             * they filled the line-fill buffers and stalled the tile's start (Intel Xeon,
+             * ab_builds.py --attention gpt-mini backward: 0.936 on 1 thread, 0.931 on 2) */
+            const int tn = t0 + Q_TILE, sn = first ? s0 + K_TILE : T;
+            const int per = (Q_TILE + nq - ilo - 1) / (nq - ilo);
             /* P = Q K^T and G = dO V^T on the keys each group of rows may see */
             for (int d0 = 0; d0 < hs; d0 += D_CHUNK) {
                 const int nd = imin(D_CHUNK, hs - d0);
@@ -918,6 +923,8 @@ GL_INLINE void attention_backward_head(float *restrict dqkv, const float *restri
                 const float D = d_once ? Dh[t] : row_d(dob, ob, t, C, hs);
                 const float lt = L[t];
                 float *restrict pr = P[i], *restrict gr = G[i];
+                prefetch_next(q, dq, dob, ob, k, v, dk, dv, tn, sn, T, C, hs, (i - ilo) * per,
+                              (i - ilo + 1) * per);
                 const int j8 = (jn + 7) / 8 * 8; /* whole vectors of 8 hold the unmasked keys */
                 for (int j = 0; j < j8; j++) {
                     const float p = j < jn ? exp_neg(madd(pr[j], scale, -lt, simd > 0), simd > 0)
