@@ -549,26 +549,28 @@ GL_INLINE void mm_edge(float *restrict c, size_t ldc, const float *restrict a, s
 
 #if GL_X86
 /* The register blocks of the SIMD builds: mr (MR or 4) rows of nv vectors of W floats each
- * (AVX-512: W = 16, nv = 1 or 2, up to 12 accumulators of the 32 registers; AVX2: W = 8,
+ * (AVX-512: W = 16, nv = 1 to 4, up to 24 accumulators of the 32 registers; AVX2: W = 8,
  * nv = 2, 12 of 16), one fused multiply-add per accumulator and k -- half the arithmetic
  * instructions of a multiply and an add, which held these products to a quarter of the FMA
- * peak. FUSED_BLOCK defines NAME(c, ldc, a, lai, lar, b, ldb, n, load, mr, nv) for one ISA
- * from its intrinsics; the switch hands the body constant sizes, so the accumulators stay in
- * registers. */
-#define FUSED_BLOCK(NAME, TARGET, VEC, W, LOADU, STOREU, SET1, ZERO, FMADD)                      \
+ * peak. A row's broadcast of A feeds nv multiply-adds: with 2 vectors, 6 broadcasts per 12
+ * of them, the broadcasts took as many samples as the multiply-adds in the forward pass; 4
+ * vectors (64 columns, a whole head of 64 in one pass) halve them. FUSED_BLOCK defines
+ * NAME(c, ldc, a, lai, lar, b, ldb, n, load, mr, nv) for one ISA from its intrinsics; the
+ * switch hands the body constant sizes, so the accumulators stay in registers. */
+#define FUSED_BLOCK(NAME, TARGET, VEC, W, NVMAX, LOADU, STOREU, SET1, ZERO, FMADD)               \
     TARGET __attribute__((always_inline)) static inline void NAME##_body(                       \
         float *restrict c, size_t ldc, const float *restrict a, size_t lai, size_t lar,         \
         const float *restrict b, size_t ldb, int n, int load, const int mr, const int nv) {     \
-        VEC acc[MR][2];                                                                         \
+        VEC acc[MR][NVMAX];                                                                     \
         for (int i = 0; i < mr; i++)                                                            \
             for (int v = 0; v < nv; v++) acc[i][v] = load ? LOADU(c + i * ldc + v * W) : ZERO(); \
         for (int r = 0; r < n; r++) {                                                           \
             const float *restrict br = b + r * ldb;                                             \
-            const VEC b0 = LOADU(br), b1 = nv > 1 ? LOADU(br + W) : b0;                         \
+            VEC bv[NVMAX];                                                                      \
+            for (int v = 0; v < nv; v++) bv[v] = LOADU(br + v * W);                             \
             for (int i = 0; i < mr; i++) {                                                      \
                 const VEC ai = SET1(a[i * lai + r * lar]);                                      \
-                acc[i][0] = FMADD(ai, b0, acc[i][0]);                                           \
-                if (nv > 1) acc[i][1] = FMADD(ai, b1, acc[i][1]);                               \
+                for (int v = 0; v < nv; v++) acc[i][v] = FMADD(ai, bv[v], acc[i][v]);           \
             }                                                                                   \
         }                                                                                       \
         for (int i = 0; i < mr; i++)                                                            \
@@ -577,14 +579,21 @@ GL_INLINE void mm_edge(float *restrict c, size_t ldc, const float *restrict a, s
     TARGET static void NAME(float *restrict c, size_t ldc, const float *restrict a, size_t lai, \
                             size_t lar, const float *restrict b, size_t ldb, int n, int load,   \
                             int mr, int nv) {                                                   \
-        if (mr == MR && nv == 2) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, MR, 2);      \
-        else if (mr == MR) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, MR, 1);            \
-        else if (nv == 2) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, 4, 2);              \
-        else NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, 4, 1);                           \
+        if (mr == MR) {                                                                         \
+            if (nv == 1) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, MR, 1);              \
+            else if (nv == 2 || NVMAX == 2) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, MR, 2); \
+            else if (nv == 3) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, MR, 3);         \
+            else NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, MR, NVMAX);                  \
+        } else {                                                                                \
+            if (nv == 1) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, 4, 1);               \
+            else if (nv == 2 || NVMAX == 2) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, 4, 2); \
+            else if (nv == 3) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, 4, 3);          \
+            else NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, 4, NVMAX);                   \
+        }                                                                                       \
     }
-FUSED_BLOCK(mm_fused_avx512, GL_AVX512, __m512, 16, _mm512_loadu_ps, _mm512_storeu_ps,
+FUSED_BLOCK(mm_fused_avx512, GL_AVX512, __m512, 16, 4, _mm512_loadu_ps, _mm512_storeu_ps,
             _mm512_set1_ps, _mm512_setzero_ps, _mm512_fmadd_ps)
-FUSED_BLOCK(mm_fused_avx2, GL_AVX2, __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps,
+FUSED_BLOCK(mm_fused_avx2, GL_AVX2, __m256, 8, 2, _mm256_loadu_ps, _mm256_storeu_ps,
             _mm256_set1_ps, _mm256_setzero_ps, _mm256_fmadd_ps)
 #undef FUSED_BLOCK
 #endif
@@ -628,7 +637,7 @@ GL_INLINE void mm_rows(float *restrict c, size_t ldc, const float *restrict a, s
         int width = imin(NR, nc - k); /* the columns of this pass */
 #if GL_X86
         if (rows && simd == 2) {
-            const int nv = k + 2 * NR <= nc ? 2 : 1;
+            const int nv = imin(4, (nc - k) / NR); /* 1 to 4 vectors of 16: up to 64 columns */
             mm_fused_avx512(c + k, ldc, a, lai, lar, b + k, ldb, n, load, rows, nv);
             width = nv * NR;
         } else if (rows && simd == 1) {
