@@ -1,6 +1,5 @@
 /* The GPT-2 model: parameter/gradient/activation arenas, the forward pass over the layers,
  * the backward pass, and generation with a KV cache. */
-#define _DEFAULT_SOURCE /* madvise() (Linux) */
 #include "gptlab.h"
 
 #ifdef _OPENMP
@@ -27,9 +26,6 @@ int gl_get_num_threads(void) {
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 /* ---- the model struct ------------------------------------------------------------------ */
 
@@ -133,26 +129,11 @@ static void layout_params(gl_model *m) {
     m->num_params = off;
 }
 
-/* Arenas from HUGE_MIN bytes on are laid on 2 MB boundaries and asked to be backed by huge
- * pages (Linux with transparent huge pages in "madvise" mode, the default of many
- * distributions, gives them only when asked). */
-#define HUGE_PAGE ((size_t)2 << 20)
-#define HUGE_MIN ((size_t)4 << 20)
-
 /* n floats, 64-byte aligned (a cache line, and one AVX-512 vector): GEMM tiles whose rows start
- * on a line boundary are read and written without split accesses (malloc gives 16 bytes).
- * Large arenas also on 2 MB pages where the OS allows: the kernels read rows of one head or one
- * panel a page or more apart (3C floats: 4.6 KB at C = 384), and with 4 KB pages each such row
- * costs a TLB miss. */
+ * on a line boundary are read and written without split accesses (malloc gives 16 bytes). */
 static float *alloc_floats(size_t n) {
-    size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
-    if (bytes < HUGE_MIN) return aligned_alloc(64, bytes ? bytes : 64);
-    bytes = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-    float *p = aligned_alloc(HUGE_PAGE, bytes);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (p) (void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: without it, 4 KB pages */
-#endif
-    return p;
+    const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+    return aligned_alloc(64, bytes ? bytes : 64);
 }
 
 static block_ptrs block_tensors(const gl_model *m, float *base, int l) {
