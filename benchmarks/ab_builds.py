@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from bench_gemm import operands  # noqa: E402  (this folder is on sys.path)
-from bench_layers import ATTENTION_SHAPES  # noqa: E402
+from bench_layers import ATTENTION_SHAPES, attention_passes  # noqa: E402
 from step_time import SHAPES, make_step  # noqa: E402
 
 import gptlab as gl  # noqa: E402
@@ -66,15 +66,8 @@ def generate_job(preset: str, batch: int):
 
 def attention_job(core, preset: str, which: str):
     """A callable running one attention pass of `core` at bench_layers.py's shapes."""
-    B, T, C, NH = ATTENTION_SHAPES[preset]
-    rng = np.random.default_rng(0)
-    qkv = rng.standard_normal((B, T, 3 * C), np.float32)
-    dout = rng.standard_normal((B, T, C), np.float32)
-    out, lse = core.attention_forward(qkv, NH)
-    dqkv = np.empty_like(qkv)
-    if which == "forward":
-        return lambda: core.attention_forward(qkv, NH)
-    return lambda: core.attention_backward(dqkv, dout, qkv, out, lse, NH, False)
+    forward, backward = attention_passes(*ATTENTION_SHAPES[preset], core=core)
+    return forward if which == "forward" else backward
 
 
 def main() -> None:

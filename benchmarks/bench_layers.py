@@ -40,15 +40,24 @@ def median_ms(fn, reps: int) -> float:
     return float(np.median(times)) * 1e3
 
 
-def attention_row(B: int, T: int, C: int, NH: int, reps: int) -> tuple[float, float, float]:
-    """(forward ms, backward ms, forward useful GFLOP) of one attention layer."""
+def attention_passes(B: int, T: int, C: int, NH: int, core=None):
+    """Two callables on random q, k, v: one attention layer's forward pass and its backward pass
+    (dqkv overwritten, as the model calls it), of `core` (a `_core` module; by default this
+    checkout's)."""
+    core = core or _core
     rng = np.random.default_rng(0)
     qkv = rng.standard_normal((B, T, 3 * C)).astype(np.float32)
-    out, lse = _core.attention_forward(qkv, NH)
+    out, lse = core.attention_forward(qkv, NH)
     dout = rng.standard_normal((B, T, C)).astype(np.float32)
     dqkv = np.empty_like(qkv)
-    fwd = median_ms(lambda: _core.attention_forward(qkv, NH), reps)
-    bwd = median_ms(lambda: _core.attention_backward(dqkv, dout, qkv, out, lse, NH, False), reps)
+    return (lambda: core.attention_forward(qkv, NH),
+            lambda: core.attention_backward(dqkv, dout, qkv, out, lse, NH, False))
+
+
+def attention_row(B: int, T: int, C: int, NH: int, reps: int) -> tuple[float, float, float]:
+    """(forward ms, backward ms, forward useful GFLOP) of one attention layer."""
+    forward, backward = attention_passes(B, T, C, NH)
+    fwd, bwd = median_ms(forward, reps), median_ms(backward, reps)
     return fwd, bwd, 4.0 * B * NH * T * T / 2 * (C // NH) / 1e9
 
 

@@ -86,9 +86,8 @@ static int simd_level(void) {
 #endif
 
 #if defined(__GNUC__)
-/* Vectors of 16, 8 and 4 floats and 4 doubles (GCC/Clang), for loops the compiler would not
+/* Vectors of 8 and 4 floats and 4 doubles (GCC/Clang), for loops the compiler would not
  * vectorise on its own; elementwise, so they do what the scalar loops they replace do. */
-typedef float v16f __attribute__((vector_size(64), aligned(4), may_alias));
 typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));
 typedef float v4f __attribute__((vector_size(16), aligned(4), may_alias));
 typedef double v4d __attribute__((vector_size(32)));
@@ -557,6 +556,14 @@ GL_INLINE void mm_edge(float *restrict c, size_t ldc, const float *restrict a, s
  * vectors (64 columns, a whole head of 64 in one pass) halve them. FUSED_BLOCK defines
  * NAME(c, ldc, a, lai, lar, b, ldb, n, load, mr, nv) for one ISA from its intrinsics; the
  * switch hands the body constant sizes, so the accumulators stay in registers. */
+/* NAME##_body for M rows and nv (1 to NVMAX) vectors, each a constant. */
+#define FUSED_NV(NAME, NVMAX, M)                                                                \
+    do {                                                                                        \
+        if (nv == 1) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, M, 1);                   \
+        else if (nv == 2 || NVMAX == 2) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, M, 2); \
+        else if (nv == 3) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, M, 3);              \
+        else NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, M, NVMAX);                       \
+    } while (0)
 #define FUSED_BLOCK(NAME, TARGET, VEC, W, NVMAX, LOADU, STOREU, SET1, ZERO, FMADD)               \
     TARGET __attribute__((always_inline)) static inline void NAME##_body(                       \
         float *restrict c, size_t ldc, const float *restrict a, size_t lai, size_t lar,         \
@@ -579,23 +586,15 @@ GL_INLINE void mm_edge(float *restrict c, size_t ldc, const float *restrict a, s
     TARGET static void NAME(float *restrict c, size_t ldc, const float *restrict a, size_t lai, \
                             size_t lar, const float *restrict b, size_t ldb, int n, int load,   \
                             int mr, int nv) {                                                   \
-        if (mr == MR) {                                                                         \
-            if (nv == 1) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, MR, 1);              \
-            else if (nv == 2 || NVMAX == 2) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, MR, 2); \
-            else if (nv == 3) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, MR, 3);         \
-            else NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, MR, NVMAX);                  \
-        } else {                                                                                \
-            if (nv == 1) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, 4, 1);               \
-            else if (nv == 2 || NVMAX == 2) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, 4, 2); \
-            else if (nv == 3) NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, 4, 3);          \
-            else NAME##_body(c, ldc, a, lai, lar, b, ldb, n, load, 4, NVMAX);                   \
-        }                                                                                       \
+        if (mr == MR) FUSED_NV(NAME, NVMAX, MR);                                                \
+        else FUSED_NV(NAME, NVMAX, 4);                                                          \
     }
 FUSED_BLOCK(mm_fused_avx512, GL_AVX512, __m512, 16, 4, _mm512_loadu_ps, _mm512_storeu_ps,
             _mm512_set1_ps, _mm512_setzero_ps, _mm512_fmadd_ps)
 FUSED_BLOCK(mm_fused_avx2, GL_AVX2, __m256, 8, 2, _mm256_loadu_ps, _mm256_storeu_ps,
             _mm256_set1_ps, _mm256_setzero_ps, _mm256_fmadd_ps)
 #undef FUSED_BLOCK
+#undef FUSED_NV
 #endif
 
 #if defined(__GNUC__)
@@ -626,8 +625,8 @@ GL_INLINE void mm_block(float *restrict c, size_t ldc, const float *restrict a, 
 #endif
 
 /* C (mr, nc) (+)= A (mr, n) B (n, nc) for mr <= MR rows, in register blocks of NR columns
- * (MR or 4 rows, the rest through mm_edge; in the AVX-512 build two blocks side by side where
- * they fit, 32 columns); C rows are ldc apart, B rows ldb apart, A(i, r) = a[i * lai + r * lar].
+ * (MR or 4 rows, the rest through mm_edge; in the AVX-512 build up to four blocks side by side
+ * where they fit, 64 columns); C rows are ldc apart, B rows ldb apart, A(i, r) = a[i * lai + r * lar].
  * simd: 0 portable, 1 AVX2, 2 AVX-512 (a constant in each build). */
 GL_INLINE void mm_rows(float *restrict c, size_t ldc, const float *restrict a, size_t lai,
                        size_t lar, const float *restrict b, size_t ldb, int mr, int nc, int n,
