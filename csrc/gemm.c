@@ -1458,13 +1458,6 @@ static void sgemm_small(const gemm_job *g) {
  * the noise of 64K. */
 #define SKINNY_FLOATS_PER_RUN (64.0 * 1024)
 
-#if defined(__x86_64__) && defined(__gnu_linux__) && defined(__GNUC__) && !defined(__clang__) \
-    && !defined(__SANITIZE_ADDRESS__)
-#define GL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define GL_CLONES
-#endif
-
 /* c = alpha * acc + beta * c (beta == 0: c is not read), n floats. */
 static inline void skinny_store(float *c, const float *acc, int n, float alpha, float beta) {
     if (beta == 0.0f)

@@ -30,6 +30,16 @@ int gl_get_num_threads(void);
  * (tens of microseconds) costs more than it saves. Shared by every file's `omp parallel if`. */
 #define GL_PAR_MIN 32768
 
+/* A function compiled three times (AVX-512, AVX2, baseline x86-64), the CPU's best picked when
+ * the library loads (GCC on x86-64 Linux; elsewhere, and in sanitizer builds, compiled once).
+ * For plain C and vector-extension loops whose bits do not depend on the vector width. */
+#if defined(__x86_64__) && defined(__gnu_linux__) && defined(__GNUC__) && !defined(__clang__) \
+    && !defined(__SANITIZE_ADDRESS__)
+#define GL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define GL_CLONES
+#endif
+
 /* ==== gemm.c: matrix multiplication ===================================================== */
 
 /* C = alpha * op(A) @ op(B) + beta * C, row-major.

@@ -148,13 +148,15 @@ def test_c_gradient_matches_finite_differences_of_c_loss():
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_zero_grad_clears_every_gradient_on_any_thread_count(threads):
-    """zero_grad splits the arena between the threads from 1M floats on: every float of a
-    1.3M-parameter model's gradients (a count no slice divides evenly) is 0 after it, and the
-    parameters are untouched."""
-    cfg = gl.GPTConfig(vocab_size=1001, block_size=8, n_layer=2, n_head=2, n_embd=250)
+@pytest.mark.parametrize("vocab, n_embd, at_least", [(1001, 250, 1 << 20), (32771, 512, 16 << 20)])
+def test_zero_grad_clears_every_gradient_on_any_thread_count(threads, vocab, n_embd, at_least):
+    """zero_grad splits the arena between the threads from 1M floats on, and from 16M on
+    writes with non-temporal stores: every float of a 1.3M- and a 23M-parameter model's
+    gradients (counts no slice divides evenly) is 0 after it, and the parameters are
+    untouched."""
+    cfg = gl.GPTConfig(vocab_size=vocab, block_size=8, n_layer=2, n_head=2, n_embd=n_embd)
     m = gl.GPT(cfg, seed=0)
-    assert m.num_params > 1 << 20 and m.num_params % (16 * 3) != 0
+    assert m.num_params > at_least and m.num_params % (16 * 3) != 0
     before = {k: v.copy() for k, v in m.params.items()}
     n = gl.get_num_threads()
     try:
