@@ -1102,6 +1102,7 @@ typedef struct {
     int nth; /* threads planned for (the team may be smaller) */
     const float *bias; /* gl_sgemm_bias: N floats added to every row of C (then beta == 0) */
     int a_in_place; /* gemm_whole reads A where it lies (d->kernel_in_place): nothing packs it */
+    int own_b; /* gemm_whole: each work item packs its own B panels (few rows of C, see OWN_B) */
 } gemm_job;
 
 /* Cuts an mt x np grid of tiles (tile rows x column panels) into nmb x nnb near-equal work
@@ -1314,24 +1315,42 @@ static int a_in_place_pays(const gemm_job *g) {
            (!g->transA || g->lda <= A_IN_PLACE_MAX_LDT);
 }
 
+/* A product with few rows of C (at most OWN_B_MAX_M: gpt2's B*T = 256) and a larger B than A
+ * -- a weight matrix multiplied by a short batch -- uses each packed float of B for only
+ * M / MR tile rows, and B packed up front (by both threads, megabytes) is written to L3 and
+ * read back from there. With own_b, gemm_whole packs only A up front, and each work item,
+ * OWN_B_PANELS micro-panels of C's columns over all its rows, packs its own panels of B, slice
+ * by slice, into its thread's buffer (L2) and multiplies them by every row at once. Same
+ * tiles, same order of k: the bits of the other paths. */
+#define OWN_B_MAX_M 256
+#define OWN_B_PANELS 4
+
 /* Layout of the packed operands: KC slice s of A at apack + s * astride, of B at
  * bpack + s * bstride; within a slice, micro-panels of kc (the slice's depth) floats. Each
- * slice has nga A groups then ngb B groups of PACK_GROUP micro-panels: `units` in all. */
+ * slice has nga A groups then ngb B groups of PACK_GROUP micro-panels: `units` in all. With
+ * own_b, no B groups: thread t's panels at bpack + t * bstride (OWN_B_PANELS of them). */
 typedef struct {
     int mt, np, nslices, nga, ngb, units;
     size_t astride, bstride;
 } whole_plan;
+
+/* Whether gemm_whole should run with own_b (OWN_B), given the plan without it and its packed
+ * sizes of A and B: few rows, B the larger, at least two items per thread, few A units. */
+static int own_b_pays(const whole_plan *w, int M, int nth, size_t asz, size_t bsz) {
+    return nth > 1 && M <= OWN_B_MAX_M && asz <= WHOLE_A_FLOATS && bsz > asz &&
+           ceil_div(w->np, OWN_B_PANELS) >= 2 * nth && w->nslices * w->nga <= WHOLE_UNITS;
+}
 
 static whole_plan plan_whole(const gemm_job *g) {
     const isa_desc *d = g->d;
     whole_plan w = {.mt = ceil_div(g->M, d->mr), .np = ceil_div(g->N, d->nr),
                     .nslices = ceil_div(g->K, d->kc)};
     w.nga = g->a_in_place ? 0 : ceil_div(w.mt, PACK_GROUP);
-    w.ngb = ceil_div(w.np, PACK_GROUP);
+    w.ngb = g->own_b ? 0 : ceil_div(w.np, PACK_GROUP);
     w.units = w.nslices * (w.nga + w.ngb);
     const int kc = min_int(d->kc, g->K); /* every slice but the last is kc deep */
     w.astride = g->a_in_place ? 0 : (size_t)w.mt * d->mr * kc;
-    w.bstride = (size_t)w.np * d->nr * kc;
+    w.bstride = (size_t)(g->own_b ? OWN_B_PANELS : w.np) * d->nr * kc;
     return w;
 }
 
@@ -1376,8 +1395,13 @@ static void gemm_whole(const gemm_job *g, int nth) {
         atomic_store_explicit(&g->ready[u], 1, memory_order_release);
     }
     /* multiply: item (b, c) covers tile rows [r0, r1) and panels [p0, p1) for every slice */
-    int nmb, nnb;
-    plan_items(d, w.mt, w.np, nth, 4, &nmb, &nnb);
+    int nmb = 1, nnb = ceil_div(w.np, OWN_B_PANELS);
+    if (!g->own_b) plan_items(d, w.mt, w.np, nth, 4, &nmb, &nnb);
+#ifdef _OPENMP
+    float *const mine = g->bpack + (size_t)omp_get_thread_num() * w.bstride; /* own_b */
+#else
+    float *const mine = g->bpack;
+#endif
 #pragma omp for schedule(dynamic, 1) nowait
     for (int item = 0; item < nmb * nnb; item++) {
         const int b = item / nnb, c = item % nnb;
@@ -1389,15 +1413,23 @@ static void gemm_whole(const gemm_job *g, int nth) {
             if (w.nga) /* no A units when A is read in place */
                 for (int t = r0 / PACK_GROUP; t <= (r1 - 1) / PACK_GROUP; t++)
                     wait_packed(g, s * per_slice + t);
-            for (int t = p0 / PACK_GROUP; t <= (p1 - 1) / PACK_GROUP; t++)
-                wait_packed(g, s * per_slice + w.nga + t);
             const float *as = g->apack + s * w.astride, *bs = g->bpack + s * w.bstride;
+            int bfirst = 0; /* the panel at bs */
+            if (g->own_b) { /* this item's panels of the slice, into its thread's buffer */
+                pack_panels(g, 1, mine, s * d->kc, kc, p0 * NR, p1 - p0);
+                bs = mine;
+                bfirst = p0;
+            } else {
+                for (int t = p0 / PACK_GROUP; t <= (p1 - 1) / PACK_GROUP; t++)
+                    wait_packed(g, s * per_slice + w.nga + t);
+            }
             for (int p = p0; p < p1; p++)
                 for (int r = r0; r < r1; r++) {
                     const float *ap = !g->a_in_place ? as + (size_t)r * MR * kc
                                       : g->transA ? g->A + (size_t)s * d->kc * g->lda + r * MR
                                                   : g->A + (size_t)r * MR * g->lda + s * d->kc;
-                    tile(g, ap, bs + (size_t)p * NR * kc, kc, r * MR, p * NR, beta, bias);
+                    tile(g, ap, bs + (size_t)(p - bfirst) * NR * kc, kc, r * MR, p * NR, beta,
+                         bias);
                 }
         }
     }
@@ -1634,6 +1666,10 @@ static void sgemm_run(gemm_job g) {
         whole = nth > 1 && w.units <= WHOLE_UNITS &&
                 (asz + bsz <= WHOLE_FLOATS ||
                  (asz <= WHOLE_A_FLOATS && asz + bsz <= WHOLE_FLOATS_SMALL_A));
+        if (own_b_pays(&w, M, nth, asz, bsz)) {
+            g.own_b = whole = 1;
+            w = plan_whole(&g);
+        }
         if (whole && a_in_place_pays(&g)) {
             g.a_in_place = 1;
             w = plan_whole(&g);
@@ -1641,7 +1677,7 @@ static void sgemm_run(gemm_job g) {
         }
         if (whole) {
             g.apack = thread_buffer(0, asz);
-            g.bpack = thread_buffer(1, bsz);
+            g.bpack = thread_buffer(1, g.own_b ? (size_t)nth * w.bstride : bsz);
             for (int u = 0; u < w.units; u++) atomic_init(&ready[u], 0);
             atomic_init(&finished, 0);
             g.ready = ready;
@@ -1677,7 +1713,7 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
               const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     const gemm_job g = {product_isa(K), transA, transB, M, N, K < 0 ? 0 : K, alpha, beta, A, B,
-                        C, lda, ldb, ldc, NULL, NULL, NULL, NULL, 1, NULL};
+                        C, lda, ldb, ldc, NULL, NULL, NULL, NULL, 1, NULL, 0, 0};
     sgemm_run(g);
 }
 
@@ -1685,6 +1721,6 @@ void gl_sgemm_bias(int transA, int transB, int M, int N, int K, const float *A, 
                    const float *B, int ldb, const float *bias, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     const gemm_job g = {product_isa(K), transA, transB, M, N, K < 0 ? 0 : K, 1.0f, 0.0f, A, B,
-                        C, lda, ldb, ldc, NULL, NULL, NULL, NULL, 1, bias};
+                        C, lda, ldb, ldc, NULL, NULL, NULL, NULL, 1, bias, 0, 0};
     sgemm_run(g);
 }

@@ -245,13 +245,27 @@ def _check_at_1_2_3_threads(rng, cases):
 
 def test_sgemm_short_products_without_barriers_match_the_blocked_loops(isa, threads):
     """With 2+ threads, products whose packed operands fit in 2M floats -- or in 4M with A
-    under 1M, as gpt2's at B*T = 256 -- pack every KC slice up front and multiply as each
-    slice is flagged packed (gemm_whole); one thread runs the blocked loops. Same bits either
-    way, and right against float64, across many KC slices, edge tiles, alpha and beta."""
+    under 1M -- pack every KC slice up front and multiply as each slice is flagged packed
+    (gemm_whole); one thread runs the blocked loops. Same bits either way, and right against
+    float64, across many KC slices, edge tiles, alpha and beta. (Few rows and few columns of
+    C: the team packs B too; more rows than 256: also with many columns.)"""
     _check_at_1_2_3_threads(np.random.default_rng(17), [
         ((0, 0), (61, 67, 2000)), ((0, 1), (200, 45, 1500)),
         ((1, 0), (43, 250, 2100)), ((1, 1), (130, 70, 800)),
-        ((0, 1), (256, 770, 3072)), ((0, 0), (250, 3100, 768))])
+        ((0, 1), (300, 770, 3072)), ((0, 0), (290, 3100, 768))])
+
+
+def test_sgemm_few_rows_pack_their_own_panels_of_b(isa, threads):
+    """With 2+ threads, products with at most 256 rows of C and more of B than of A to pack
+    (gpt2's x W and dy W^T at B*T = 256, and its logits against the 50257-word embedding)
+    pack only A up front; each work item, 4 micro-panels of columns over every row, packs
+    its own panels of B slice by slice into its thread's buffer (gemm_whole's own_b). Right
+    against float64 and the bits of one thread (the blocked loops) in every transposition
+    case: several KC slices with a short last one, column counts off the panels, 256 rows
+    exactly and rows off the tile."""
+    _check_at_1_2_3_threads(np.random.default_rng(19), [
+        ((0, 0), (256, 2321, 1100)), ((0, 1), (250, 3100, 768)),
+        ((1, 0), (43, 1000, 2100)), ((1, 1), (130, 1000, 800)), ((0, 1), (256, 700, 513))])
 
 
 def test_sgemm_short_products_reading_a_in_place_match_the_packed_tiles(isa, threads):
@@ -275,8 +289,8 @@ def test_sgemm_long_products_in_the_blocked_loops_at_every_thread_count(isa, thr
     several slices, the last one short; 4150 columns: two NC blocks; 33001 rows with K = 64,
     shallower than every KC, so the threads' buffers are K deep). With few rows the team packs
     A once per slice and items split the columns (300 rows, 4200 columns, K = 1100: packed
-    operands over 4M floats). Right against float64 in every transposition case, and the same
-    bits for 1, 2 and 3 threads."""
+    operands over 4M floats; over 256 rows, or the items would pack their own B). Right
+    against float64 in every transposition case, and the same bits for 1, 2 and 3 threads."""
     _check_at_1_2_3_threads(np.random.default_rng(23), [
         ((0, 1), (33001, 100, 64)),  # first: the packing buffers are not grown yet
         ((0, 0), (1453, 1100, 2100)), ((1, 1), (1453, 4150, 270)),
