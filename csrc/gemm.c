@@ -1102,7 +1102,7 @@ typedef struct {
     int nth; /* threads planned for (the team may be smaller) */
     const float *bias; /* gl_sgemm_bias: N floats added to every row of C (then beta == 0) */
     int a_in_place; /* gemm_whole reads A where it lies (d->kernel_in_place): nothing packs it */
-    int own_b; /* gemm_whole: each work item packs its own B panels (few rows of C, see OWN_B) */
+    int own_b; /* each work item packs its own panels of B (few rows of C: OWN_B_MAX_M) */
 } gemm_job;
 
 /* Cuts an mt x np grid of tiles (tile rows x column panels) into nmb x nnb near-equal work
@@ -1185,6 +1185,27 @@ static void pack_panels(const gemm_job *g, int b, float *dst, int pc, int kc, in
     }
 }
 
+/* A product with few rows of C (at most OWN_B_MAX_M: gpt2's B*T = 256) and more of B than
+ * of A to pack -- a weight matrix multiplied by a short batch -- uses each packed float of B
+ * for only M / MR tile rows, and B packed by the team (megabytes: 768 x 2304 floats is 7 MB)
+ * is written to L3 and read back from there. With own_b, the team packs only A, and each
+ * work item, OWN_B_PANELS micro-panels of C's columns over all its rows, packs its own panels
+ * of B, slice by slice, into its thread's buffer (L2) and multiplies them by every row at
+ * once. Same tiles, same order of k: the bits of the other paths. */
+#define OWN_B_MAX_M 256
+#define OWN_B_PANELS 4
+
+/* Whether a product should run with own_b: several threads, few rows, more of B than of A
+ * to pack (asz, bsz: floats per KC slice or in all), at least two items per thread. */
+static int own_b_pays(int M, int np, int nth, size_t asz, size_t bsz) {
+    return nth > 1 && M <= OWN_B_MAX_M && bsz > asz && ceil_div(np, OWN_B_PANELS) >= 2 * nth;
+}
+
+/* own_b's buffer per thread: OWN_B_PANELS micro-panels, a KC slice deep (or K). */
+static size_t own_b_floats(const isa_desc *d, int K) {
+    return (size_t)OWN_B_PANELS * d->nr * min_int(d->kc, K);
+}
+
 /* gemm_loops' work items per thread where items share rows: the last item a thread takes
  * before a team barrier leaves the other idle for part of its length, twice per KC slice
  * (Zen 5, benchmarks/ab_builds.py --gemm TN 8192 768 2304: 16 against 4 per thread B/A 0.94
@@ -1233,15 +1254,16 @@ static void gemm_loops(const gemm_job *g) {
 #endif
     for (int jc = 0; jc < N; jc += d->nc) {
         const int nc = min_int(d->nc, N - jc), np = ceil_div(nc, NR);
-        int nmb, nnb;
-        const int own_a = loops_plan(d, mt, np, g->nth, &nmb, &nnb);
+        int nmb = 1, nnb = ceil_div(np, OWN_B_PANELS); /* own_b: items of columns */
+        const int own_a = !g->own_b && loops_plan(d, mt, np, g->nth, &nmb, &nnb);
         const size_t own_slice = own_a_floats(d, mt, nmb, K);
         for (int pc = 0; pc < K; pc += d->kc) {
             const int kc = min_int(d->kc, K - pc);
             const float beta = pc == 0 ? g->beta : 1.0f, *bias = pc == 0 ? g->bias : NULL;
-            /* pack the B panel (and A, if items share rows) in groups of PACK_GROUP panels */
+            /* pack the B panel (unless own_b) and A (if items share rows) in groups of
+             * PACK_GROUP panels */
             const int nga = own_a ? 0 : ceil_div(mt, PACK_GROUP);
-            const int ngroups = nga + ceil_div(np, PACK_GROUP);
+            const int ngroups = nga + (g->own_b ? 0 : ceil_div(np, PACK_GROUP));
 #pragma omp for schedule(dynamic, 1)
             for (int t = 0; t < ngroups; t++) {
                 if (t < nga) {
@@ -1265,8 +1287,16 @@ static void gemm_loops(const gemm_job *g) {
                     pack_panels(g, 0, mine, pc, kc, r0 * MR, r1 - r0);
                     ap = mine;
                 }
+                const float *bs = g->bpack; /* panel bfirst's */
+                int bfirst = 0;
+                if (g->own_b) {
+                    float *mine = g->bpack + thread * own_b_floats(d, K);
+                    pack_panels(g, 1, mine, pc, kc, jc + p0 * NR, p1 - p0);
+                    bs = mine;
+                    bfirst = p0;
+                }
                 for (int p = p0; p < p1; p++) {
-                    const float *bp = g->bpack + (size_t)p * NR * kc;
+                    const float *bp = bs + (size_t)(p - bfirst) * NR * kc;
                     for (int r = r0; r < r1; r++)
                         tile(g, ap + (size_t)(r - r0) * MR * kc, bp, kc, r * MR, jc + p * NR,
                              beta, bias);
@@ -1315,16 +1345,6 @@ static int a_in_place_pays(const gemm_job *g) {
            (!g->transA || g->lda <= A_IN_PLACE_MAX_LDT);
 }
 
-/* A product with few rows of C (at most OWN_B_MAX_M: gpt2's B*T = 256) and a larger B than A
- * -- a weight matrix multiplied by a short batch -- uses each packed float of B for only
- * M / MR tile rows, and B packed up front (by both threads, megabytes) is written to L3 and
- * read back from there. With own_b, gemm_whole packs only A up front, and each work item,
- * OWN_B_PANELS micro-panels of C's columns over all its rows, packs its own panels of B, slice
- * by slice, into its thread's buffer (L2) and multiplies them by every row at once. Same
- * tiles, same order of k: the bits of the other paths. */
-#define OWN_B_MAX_M 256
-#define OWN_B_PANELS 4
-
 /* Layout of the packed operands: KC slice s of A at apack + s * astride, of B at
  * bpack + s * bstride; within a slice, micro-panels of kc (the slice's depth) floats. Each
  * slice has nga A groups then ngb B groups of PACK_GROUP micro-panels: `units` in all. With
@@ -1333,13 +1353,6 @@ typedef struct {
     int mt, np, nslices, nga, ngb, units;
     size_t astride, bstride;
 } whole_plan;
-
-/* Whether gemm_whole should run with own_b (OWN_B), given the plan without it and its packed
- * sizes of A and B: few rows, B the larger, at least two items per thread, few A units. */
-static int own_b_pays(const whole_plan *w, int M, int nth, size_t asz, size_t bsz) {
-    return nth > 1 && M <= OWN_B_MAX_M && asz <= WHOLE_A_FLOATS && bsz > asz &&
-           ceil_div(w->np, OWN_B_PANELS) >= 2 * nth && w->nslices * w->nga <= WHOLE_UNITS;
-}
 
 static whole_plan plan_whole(const gemm_job *g) {
     const isa_desc *d = g->d;
@@ -1350,7 +1363,7 @@ static whole_plan plan_whole(const gemm_job *g) {
     w.units = w.nslices * (w.nga + w.ngb);
     const int kc = min_int(d->kc, g->K); /* every slice but the last is kc deep */
     w.astride = g->a_in_place ? 0 : (size_t)w.mt * d->mr * kc;
-    w.bstride = (size_t)(g->own_b ? OWN_B_PANELS : w.np) * d->nr * kc;
+    w.bstride = g->own_b ? own_b_floats(d, g->K) : (size_t)w.np * d->nr * kc;
     return w;
 }
 
@@ -1666,8 +1679,9 @@ static void sgemm_run(gemm_job g) {
         whole = nth > 1 && w.units <= WHOLE_UNITS &&
                 (asz + bsz <= WHOLE_FLOATS ||
                  (asz <= WHOLE_A_FLOATS && asz + bsz <= WHOLE_FLOATS_SMALL_A));
-        if (own_b_pays(&w, M, nth, asz, bsz)) {
-            g.own_b = whole = 1;
+        g.own_b = own_b_pays(M, w.np, nth, asz, bsz);
+        if (g.own_b) { /* gemm_whole packs all of A up front, if it is small */
+            whole = asz <= WHOLE_A_FLOATS && w.nslices * w.nga <= WHOLE_UNITS;
             w = plan_whole(&g);
         }
         if (whole && a_in_place_pays(&g)) {
@@ -1677,7 +1691,7 @@ static void sgemm_run(gemm_job g) {
         }
         if (whole) {
             g.apack = thread_buffer(0, asz);
-            g.bpack = thread_buffer(1, g.own_b ? (size_t)nth * w.bstride : bsz);
+            g.bpack = thread_buffer(1, g.own_b ? (size_t)nth * own_b_floats(d, K) : bsz);
             for (int u = 0; u < w.units; u++) atomic_init(&ready[u], 0);
             atomic_init(&finished, 0);
             g.ready = ready;
@@ -1685,7 +1699,8 @@ static void sgemm_run(gemm_job g) {
         } else {
             const int kc = min_int(d->kc, K);
             g.apack = thread_buffer(0, loops_apack_floats(d, M, K, nth));
-            g.bpack = thread_buffer(1, (size_t)kc * ceil_div(min_int(N, d->nc), d->nr) * d->nr);
+            g.bpack = thread_buffer(1, g.own_b ? (size_t)nth * own_b_floats(d, K)
+                                               : (size_t)kc * ceil_div(min_int(N, d->nc), d->nr) * d->nr);
         }
     }
     if (!g.apack || !g.bpack) { /* small, K == 0, or out of memory */

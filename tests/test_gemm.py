@@ -257,15 +257,19 @@ def test_sgemm_short_products_without_barriers_match_the_blocked_loops(isa, thre
 
 def test_sgemm_few_rows_pack_their_own_panels_of_b(isa, threads):
     """With 2+ threads, products with at most 256 rows of C and more of B than of A to pack
-    (gpt2's x W and dy W^T at B*T = 256, and its logits against the 50257-word embedding)
-    pack only A up front; each work item, 4 micro-panels of columns over every row, packs
-    its own panels of B slice by slice into its thread's buffer (gemm_whole's own_b). Right
-    against float64 and the bits of one thread (the blocked loops) in every transposition
-    case: several KC slices with a short last one, column counts off the panels, 256 rows
-    exactly and rows off the tile."""
-    _check_at_1_2_3_threads(np.random.default_rng(19), [
-        ((0, 0), (256, 2321, 1100)), ((0, 1), (250, 3100, 768)),
-        ((1, 0), (43, 1000, 2100)), ((1, 1), (130, 1000, 800)), ((0, 1), (256, 700, 513))])
+    (gpt2's x W and dy W^T at B*T = 256, and its lm head against the 50257-word embedding)
+    leave B to the work items: each, 4 micro-panels of columns over every row, packs its own
+    panels of B slice by slice into its thread's buffer (own_b). A is packed up front
+    (gemm_whole) or, past 1M floats, by the team slice by slice (gemm_loops: 5200 and 8300
+    deep, and on the SIMD paths 4200 columns, two NC blocks). Right against float64 and the
+    bits of one thread in every transposition case: several KC slices with a short last one,
+    column counts off the panels, 256 rows exactly and rows off the tile."""
+    cases = [((0, 0), (256, 2321, 1100)), ((0, 1), (250, 3100, 768)),
+             ((1, 0), (43, 1000, 2100)), ((1, 1), (130, 1000, 800)), ((0, 1), (256, 700, 513)),
+             ((0, 0), (200, 700, 5200)), ((1, 1), (130, 1000, 8300))]
+    if isa != "portable":  # 4.4G multiply-adds a call
+        cases.append(((0, 1), (256, 4200, 4100)))
+    _check_at_1_2_3_threads(np.random.default_rng(19), cases)
 
 
 def test_sgemm_short_products_reading_a_in_place_match_the_packed_tiles(isa, threads):
