@@ -1103,6 +1103,7 @@ typedef struct {
     const float *bias; /* gl_sgemm_bias: N floats added to every row of C (then beta == 0) */
     int a_in_place; /* gemm_whole reads A where it lies (d->kernel_in_place): nothing packs it */
     int own_b; /* each work item packs its own panels of B (few rows of C: OWN_B_MAX_M) */
+    int own_a; /* gemm_whole: each work item packs its own rows of A (OWN_A) */
 } gemm_job;
 
 /* Cuts an mt x np grid of tiles (tile rows x column panels) into nmb x nnb near-equal work
@@ -1354,15 +1355,30 @@ typedef struct {
     size_t astride, bstride;
 } whole_plan;
 
+/* gemm_whole's own_a, the mirror of own_b for a transposed A larger than B (the dW product
+ * of a wide layer's output side, x^T dy with x 2048 x 768 and dy 2048 x 192): the team packs
+ * B up front, and each work item, a block of tile rows over all columns, packs its own rows
+ * of A slice by slice into its thread's buffer -- the blocked loops' own rows, without their
+ * two barriers per KC slice -- instead of all of A going up front to L3 and back.
+ * benchmarks/omp_regions.py, small preset's step, 2 threads: that product 3.62-3.68 ->
+ * 2.79-2.94 ms. Not for a row-major A: the forward products (x W, A = x 2048 x 192) were
+ * slower so (1.80-1.84 -> 1.90-1.98 ms). Tile rows per item: enough for two items per
+ * thread, at most MC's. */
+static int own_a_tiles(const isa_desc *d, int mt, int nth) {
+    return clamp_int(ceil_div(mt, 4 * nth), 1, d->mc / d->mr);
+}
+
 static whole_plan plan_whole(const gemm_job *g) {
     const isa_desc *d = g->d;
     whole_plan w = {.mt = ceil_div(g->M, d->mr), .np = ceil_div(g->N, d->nr),
                     .nslices = ceil_div(g->K, d->kc)};
-    w.nga = g->a_in_place ? 0 : ceil_div(w.mt, PACK_GROUP);
+    w.nga = g->a_in_place || g->own_a ? 0 : ceil_div(w.mt, PACK_GROUP);
     w.ngb = g->own_b ? 0 : ceil_div(w.np, PACK_GROUP);
     w.units = w.nslices * (w.nga + w.ngb);
     const int kc = min_int(d->kc, g->K); /* every slice but the last is kc deep */
-    w.astride = g->a_in_place ? 0 : (size_t)w.mt * d->mr * kc;
+    w.astride = g->a_in_place ? 0
+                : g->own_a    ? (size_t)own_a_tiles(d, w.mt, g->nth) * d->mr * kc
+                              : (size_t)w.mt * d->mr * kc;
     w.bstride = g->own_b ? own_b_floats(d, g->K) : (size_t)w.np * d->nr * kc;
     return w;
 }
@@ -1409,12 +1425,18 @@ static void gemm_whole(const gemm_job *g, int nth) {
     }
     /* multiply: item (b, c) covers tile rows [r0, r1) and panels [p0, p1) for every slice */
     int nmb = 1, nnb = ceil_div(w.np, OWN_B_PANELS);
-    if (!g->own_b) plan_items(d, w.mt, w.np, nth, 4, &nmb, &nnb);
+    if (g->own_a) {
+        nmb = ceil_div(w.mt, own_a_tiles(d, w.mt, g->nth));
+        nnb = 1;
+    } else if (!g->own_b) {
+        plan_items(d, w.mt, w.np, nth, 4, &nmb, &nnb);
+    }
 #ifdef _OPENMP
-    float *const mine = g->bpack + (size_t)omp_get_thread_num() * w.bstride; /* own_b */
+    const size_t thread = (size_t)omp_get_thread_num();
 #else
-    float *const mine = g->bpack;
+    const size_t thread = 0;
 #endif
+    float *const mine = g->bpack + thread * w.bstride, *const mine_a = g->apack + thread * w.astride;
 #pragma omp for schedule(dynamic, 1) nowait
     for (int item = 0; item < nmb * nnb; item++) {
         const int b = item / nnb, c = item % nnb;
@@ -1427,7 +1449,12 @@ static void gemm_whole(const gemm_job *g, int nth) {
                 for (int t = r0 / PACK_GROUP; t <= (r1 - 1) / PACK_GROUP; t++)
                     wait_packed(g, s * per_slice + t);
             const float *as = g->apack + s * w.astride, *bs = g->bpack + s * w.bstride;
-            int bfirst = 0; /* the panel at bs */
+            int afirst = 0, bfirst = 0; /* the tile row at as, the panel at bs */
+            if (g->own_a) { /* this item's rows of the slice, into its thread's buffer */
+                pack_panels(g, 0, mine_a, s * d->kc, kc, r0 * MR, r1 - r0);
+                as = mine_a;
+                afirst = r0;
+            }
             if (g->own_b) { /* this item's panels of the slice, into its thread's buffer */
                 pack_panels(g, 1, mine, s * d->kc, kc, p0 * NR, p1 - p0);
                 bs = mine;
@@ -1438,7 +1465,7 @@ static void gemm_whole(const gemm_job *g, int nth) {
             }
             for (int p = p0; p < p1; p++)
                 for (int r = r0; r < r1; r++) {
-                    const float *ap = !g->a_in_place ? as + (size_t)r * MR * kc
+                    const float *ap = !g->a_in_place ? as + (size_t)(r - afirst) * MR * kc
                                       : g->transA ? g->A + (size_t)s * d->kc * g->lda + r * MR
                                                   : g->A + (size_t)r * MR * g->lda + s * d->kc;
                     tile(g, ap, bs + (size_t)(p - bfirst) * NR * kc, kc, r * MR, p * NR, beta,
@@ -1688,6 +1715,11 @@ static void sgemm_run(gemm_job g) {
             g.a_in_place = 1;
             w = plan_whole(&g);
             asz = 1; /* unused */
+        } else if (whole && transA && !g.own_b && asz > bsz &&
+                   ceil_div(w.mt, own_a_tiles(d, w.mt, nth)) >= 2 * nth) {
+            g.own_a = 1;
+            w = plan_whole(&g);
+            asz = (size_t)nth * w.astride;
         }
         if (whole) {
             g.apack = thread_buffer(0, asz);
@@ -1728,7 +1760,7 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
               const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     const gemm_job g = {product_isa(K), transA, transB, M, N, K < 0 ? 0 : K, alpha, beta, A, B,
-                        C, lda, ldb, ldc, NULL, NULL, NULL, NULL, 1, NULL, 0, 0};
+                        C, lda, ldb, ldc, NULL, NULL, NULL, NULL, 1, NULL, 0, 0, 0};
     sgemm_run(g);
 }
 
@@ -1736,6 +1768,6 @@ void gl_sgemm_bias(int transA, int transB, int M, int N, int K, const float *A, 
                    const float *B, int ldb, const float *bias, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     const gemm_job g = {product_isa(K), transA, transB, M, N, K < 0 ? 0 : K, 1.0f, 0.0f, A, B,
-                        C, lda, ldb, ldc, NULL, NULL, NULL, NULL, 1, bias, 0, 0};
+                        C, lda, ldb, ldc, NULL, NULL, NULL, NULL, 1, bias, 0, 0, 0};
     sgemm_run(g);
 }

@@ -272,6 +272,17 @@ def test_sgemm_few_rows_pack_their_own_panels_of_b(isa, threads):
     _check_at_1_2_3_threads(np.random.default_rng(19), cases)
 
 
+def test_sgemm_transposed_a_larger_than_b_packed_by_its_items(isa, threads):
+    """With 2+ threads, a short product with a transposed A larger than B (the dW product of
+    a wide layer's output side, x^T dy: the small preset's 768 x 192 from 2048 rows) packs B
+    up front and lets each work item pack its own rows of A slice by slice (gemm_whole's
+    own_a; the AVX2 path reads such an A in place instead, up to rows of 1024 floats: 1100
+    here). Right against float64 and the bits of one thread: whole tiles and panels, then
+    rows, columns and depth off every block (701 rows, 150 columns, 1500 deep)."""
+    _check_at_1_2_3_threads(np.random.default_rng(37), [
+        ((1, 0), (768, 192, 2048)), ((1, 1), (701, 150, 1500)), ((1, 0), (1100, 100, 700))])
+
+
 def test_sgemm_short_products_reading_a_in_place_match_the_packed_tiles(isa, threads):
     """On the AVX2 path, gemm_whole reads A where it lies instead of packing it, for products
     at most 1536 columns wide: row-major A (NN, NT) as six row streams, transposed A (TN, TT)
