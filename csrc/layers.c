@@ -22,6 +22,7 @@
 #include "fastexp.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -344,26 +345,23 @@ GL_INLINE void layernorm_backward_rows(float *restrict dx, const float *restrict
     }
 }
 
-/* Columns [c0, c0 + nc) of dw, db in gl_layernorm_backward (nc <= SUM_WIDE): every row in
- * order, in double. */
-GL_INLINE void layernorm_backward_cols(float *restrict dw, float *restrict db,
-                                       const float *restrict dout, const float *restrict x,
-                                       const float *restrict mean, const float *restrict rstd,
-                                       int N, int C, int c0, int nc) {
-    double aw[SUM_WIDE], ab[SUM_WIDE];
-    for (int c = 0; c < nc; c++) aw[c] = ab[c] = 0.0;
-    for (int n = 0; n < N; n++) {
+/* One block's share of dw, db in gl_layernorm_backward: for columns [c0, c0 + nc),
+ * pw[c] = sum_n dout * norm and pb[c] = sum_n dout over the block's rows [n0, n1), in order, in
+ * double. */
+GL_INLINE void layernorm_backward_partials(double *restrict pw, double *restrict pb,
+                                           const float *restrict dout, const float *restrict x,
+                                           const float *restrict mean,
+                                           const float *restrict rstd, int n0, int n1, int C,
+                                           int c0, int nc) {
+    for (int c = 0; c < nc; c++) pw[c] = pb[c] = 0.0;
+    for (int n = n0; n < n1; n++) {
         const float *restrict xr = x + (size_t)n * C + c0;
         const float *restrict d = dout + (size_t)n * C + c0;
         float mf = mean[n], rs = rstd[n];
         for (int c = 0; c < nc; c++) {
-            aw[c] += (double)d[c] * ((xr[c] - mf) * rs);
-            ab[c] += (double)d[c];
+            pw[c] += (double)d[c] * ((xr[c] - mf) * rs);
+            pb[c] += (double)d[c];
         }
-    }
-    for (int c = 0; c < nc; c++) {
-        dw[c0 + c] += (float)aw[c];
-        db[c0 + c] += (float)ab[c];
     }
 }
 
@@ -373,8 +371,8 @@ typedef struct {
                          int, int, int);
     void (*backward_rows)(float *, const float *, const float *, const float *, const float *,
                           const float *, int, int, int);
-    void (*backward_cols)(float *, float *, const float *, const float *, const float *,
-                          const float *, int, int, int, int);
+    void (*backward_partials)(double *, double *, const float *, const float *, const float *,
+                              const float *, int, int, int, int, int);
 } layernorm_ops;
 
 #define LAYERNORM_BUILD(suffix, attr)                                                           \
@@ -387,13 +385,14 @@ typedef struct {
                                           const float *rstd, int n0, int n1, int C) {          \
         layernorm_backward_rows(dx, dout, x, w, mean, rstd, n0, n1, C);                        \
     }                                                                                          \
-    attr static void ln_bwd_cols_##suffix(float *dw, float *db, const float *dout,             \
+    attr static void ln_bwd_part_##suffix(double *pw, double *pb, const float *dout,           \
                                           const float *x, const float *mean,                   \
-                                          const float *rstd, int N, int C, int c0, int nc) {   \
-        layernorm_backward_cols(dw, db, dout, x, mean, rstd, N, C, c0, nc);                    \
+                                          const float *rstd, int n0, int n1, int C, int c0,    \
+                                          int nc) {                                            \
+        layernorm_backward_partials(pw, pb, dout, x, mean, rstd, n0, n1, C, c0, nc);           \
     }                                                                                          \
     static const layernorm_ops ln_ops_##suffix = {ln_fwd_##suffix, ln_bwd_rows_##suffix,       \
-                                                  ln_bwd_cols_##suffix};
+                                                  ln_bwd_part_##suffix};
 LAYERNORM_BUILD(portable, )
 #if GL_X86
 LAYERNORM_BUILD(avx2, GL_AVX2)
@@ -420,25 +419,71 @@ void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, 
         ops->forward_rows(out, mean, rstd, x, w, b, it * LN_ROWS, imin(N, (it + 1) * LN_ROWS), C);
 }
 
+/* Rows per block of gl_layernorm_backward's weight gradients. */
+#define LN_SUM_ROWS 128
+
+/* The calling thread's scratch of at least n doubles, kept and grown (not freed: a few KB per
+ * thread); NULL if memory runs out. */
+static double *thread_scratch(size_t n) {
+    static _Thread_local double *buf;
+    static _Thread_local size_t cap;
+    if (cap < n) {
+        free(buf);
+        buf = malloc(n * sizeof(double));
+        cap = buf ? n : 0;
+    }
+    return buf;
+}
+
 /* With norm = (x - mean) * rstd and g = dout * w (the gradient reaching norm):
  *   dx += rstd * (g - mean_c(g) - norm * mean_c(g * norm))
  *   dw += sum_n dout * norm,   db += sum_n dout.
- * dx is computed row by row; dw, db by column blocks (rows summed in order, in double). */
+ * dx is computed row by row. dw, db are summed in double over blocks of LN_SUM_ROWS rows, each
+ * block's rows in order, then the blocks in order: bits that do not depend on the thread
+ * count. A block's sums are taken right after its rows of dx, while its rows of dout and x are
+ * in cache (a second pass over them, by columns, read half of them from the other core's
+ * cache: the small preset's layernorm backward scaled 1.36x on two threads of the Intel Xeon
+ * of docs/benchmarks.md), and added up by columns once every block is done. Without memory
+ * for the blocks' sums the same sums are taken by columns, SUM_WIDE at a time. */
 void gl_layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                            const float *w, const float *mean, const float *rstd, int N, int C) {
     const layernorm_ops *ops = layernorm_build();
-    const int items = (N + LN_ROWS - 1) / LN_ROWS;
+    const int blocks = (N + LN_SUM_ROWS - 1) / LN_SUM_ROWS;
+    double *part = thread_scratch((size_t)blocks * 2 * C); /* block b: pw at 2bC, pb after */
 #pragma omp parallel
     {
-        /* dx (rows) and dw, db (columns) are independent: no barrier between them */
-#pragma omp for schedule(static) nowait
-        for (int it = 0; it < items; it++)
-            ops->backward_rows(dx, dout, x, w, mean, rstd, it * LN_ROWS,
-                               imin(N, (it + 1) * LN_ROWS), C);
+#pragma omp for schedule(static)
+        for (int b = 0; b < blocks; b++) {
+            const int n0 = b * LN_SUM_ROWS, n1 = imin(N, n0 + LN_SUM_ROWS);
+            ops->backward_rows(dx, dout, x, w, mean, rstd, n0, n1, C);
+            if (part)
+                ops->backward_partials(part + (size_t)2 * b * C, part + (size_t)(2 * b + 1) * C,
+                                       dout, x, mean, rstd, n0, n1, C, 0, C);
+        }
         int c0, c1;
         thread_cols(C, &c0, &c1);
-        for (int c = c0; c < c1; c += SUM_WIDE)
-            ops->backward_cols(dw, db, dout, x, mean, rstd, N, C, c, imin(SUM_WIDE, c1 - c));
+        for (int c = c0; c < c1; c += SUM_WIDE) {
+            const int nc = imin(SUM_WIDE, c1 - c);
+            double sw[SUM_WIDE] = {0}, sb[SUM_WIDE] = {0}, pw[SUM_WIDE], pb[SUM_WIDE];
+            for (int b = 0; b < blocks; b++) {
+                const double *bw = pw, *bb = pb;
+                if (part) {
+                    bw = part + (size_t)2 * b * C + c;
+                    bb = bw + C;
+                } else {
+                    ops->backward_partials(pw, pb, dout, x, mean, rstd, b * LN_SUM_ROWS,
+                                           imin(N, (b + 1) * LN_SUM_ROWS), C, c, nc);
+                }
+                for (int j = 0; j < nc; j++) {
+                    sw[j] += bw[j];
+                    sb[j] += bb[j];
+                }
+            }
+            for (int j = 0; j < nc; j++) {
+                dw[c + j] += (float)sw[j];
+                db[c + j] += (float)sb[j];
+            }
+        }
     }
 }
 

@@ -456,6 +456,33 @@ def test_backward_twice_doubles_the_gradient():
         assert_close(a2, 2 * a.astype(np.float64), tol=1e-6)
 
 
+@pytest.mark.parametrize("N, C", [(301, 300), (128, 7), (257, 1030)])
+def test_layernorm_weight_gradients_sum_blocks_of_128_rows_in_order(N, C):
+    """dw, db are summed in double over blocks of 128 rows (each block's rows in order, then
+    the blocks in order) and added to the float32 gradients: exactly these bits, on 1, 2 and 3
+    threads -- blocks cut short (301, 257 rows), columns past one 256-wide pass (300, 1030)."""
+    rng = np.random.default_rng(N + C)
+    x, w, b = f32(rng, N, C), f32(rng, C), f32(rng, C)
+    dout, dw0, db0 = f32(rng, N, C), f32(rng, C), f32(rng, C)
+    _, mean, rstd = _core.layernorm_forward(x, w, b)
+    norm = (x - mean[:, None]) * rstd[:, None]  # float32, as the kernel computes it
+    terms = (np.float64(dout) * np.float64(norm), np.float64(dout))
+    want = []
+    for t, g0 in zip(terms, (dw0, db0)):
+        blocks = [np.cumsum(t[n0:n0 + 128], axis=0)[-1] for n0 in range(0, N, 128)]
+        want.append(g0 + np.cumsum(blocks, axis=0)[-1].astype(np.float32))
+    before = _core.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            _core.set_num_threads(threads)
+            dx, dw, db = np.zeros_like(x), dw0.copy(), db0.copy()
+            _core.layernorm_backward(dx, dw, db, dout, x, w, mean, rstd)
+            np.testing.assert_array_equal(dw, want[0])
+            np.testing.assert_array_equal(db, want[1])
+    finally:
+        _core.set_num_threads(before)
+
+
 def test_results_do_not_depend_on_thread_count():
     """Fixed-order sums: the layers kernels give bitwise-identical results on 1 and 2 threads."""
     rng = np.random.default_rng(8)
