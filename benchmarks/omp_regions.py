@@ -9,6 +9,8 @@ and the figures are per timed step. A gap is time the master spends between two 
 (serial work, Python); gaps over --gap microseconds are listed by the pair of regions around
 them. With --against, each kernel's region time in the first trace is divided by the second's:
 run one trace with --threads 1 and one with --threads 2 to see which kernels split well.
+Read a trace before rebuilding: the offsets are looked up in the library file as it is now,
+so a trace of an older build is named with the new build's symbols (wrongly).
 """
 
 from __future__ import annotations
