@@ -1436,7 +1436,8 @@ static void gemm_whole(const gemm_job *g, int nth) {
 #else
     const size_t thread = 0;
 #endif
-    float *const mine = g->bpack + thread * w.bstride, *const mine_a = g->apack + thread * w.astride;
+    float *const mine = g->bpack + thread * w.bstride; /* own_b's panels */
+    float *const mine_a = g->apack + thread * w.astride; /* own_a's rows */
 #pragma omp for schedule(dynamic, 1) nowait
     for (int item = 0; item < nmb * nnb; item++) {
         const int b = item / nnb, c = item % nnb;
@@ -1730,9 +1731,11 @@ static void sgemm_run(gemm_job g) {
             g.finished = &finished;
         } else {
             const int kc = min_int(d->kc, K);
-            g.apack = thread_buffer(0, loops_apack_floats(d, M, K, nth));
-            g.bpack = thread_buffer(1, g.own_b ? (size_t)nth * own_b_floats(d, K)
-                                               : (size_t)kc * ceil_div(min_int(N, d->nc), d->nr) * d->nr);
+            /* own_b: the team packs all rows of A, slice by slice */
+            g.apack = thread_buffer(0, g.own_b ? (size_t)kc * ceil_div(M, d->mr) * d->mr
+                                               : loops_apack_floats(d, M, K, nth));
+            const size_t bpanel = (size_t)kc * ceil_div(min_int(N, d->nc), d->nr) * d->nr;
+            g.bpack = thread_buffer(1, g.own_b ? (size_t)nth * own_b_floats(d, K) : bpanel);
         }
     }
     if (!g.apack || !g.bpack) { /* small, K == 0, or out of memory */

@@ -51,8 +51,9 @@ static adamw_step adamw_prepare(float lr, float beta1, float beta2, float eps, i
     return (adamw_step){beta1, beta2, eps, (float)(lr / bc1), (float)sqrt(bc2), gs};
 }
 
-GL_CLONES static void adamw_range(const adamw_step *c, float decay, float *restrict p, float *restrict m,
-                        float *restrict v, float *restrict g, size_t lo, size_t hi) {
+GL_CLONES static void adamw_range(const adamw_step *c, float decay, float *restrict p,
+                                  float *restrict m, float *restrict v, float *restrict g,
+                                  size_t lo, size_t hi) {
     const float a1 = 1.0f - c->beta1, a2 = 1.0f - c->beta2;
     for (size_t i = lo; i < hi; i++) {
         float gi = g[i];
