@@ -1068,19 +1068,24 @@ int gl_gemm_set_isa(const char *name) {
 
 /* ---- packing buffers -------------------------------------------------------------------------- */
 
-/* The calling thread keeps the packed A super-block (slot 0) and B panel (slot 1) and grows
- * them when a larger problem comes: no allocation per call in steady state. Thread-local, so
- * concurrent calls from several threads never share them. Returns NULL if memory runs out. */
-static float *thread_buffer(int slot, size_t nfloats) {
-    static _Thread_local float *buf[2];
-    static _Thread_local size_t cap[2];
-    if (cap[slot] < nfloats) {
-        size_t bytes = (nfloats * sizeof(float) + ALIGN - 1) / ALIGN * ALIGN;
+/* The calling thread's scratch buffer number `slot` (GL_SCRATCH_SLOTS of them), at least
+ * `bytes` long and 64-byte aligned, kept and grown when a larger problem comes: no allocation
+ * per call in steady state. Thread-local, so concurrent calls from several threads never
+ * share one. NULL if memory runs out. gl_sgemm keeps its packed A in slot 0 and B in slot 1. */
+void *gl_thread_scratch(int slot, size_t bytes) {
+    static _Thread_local void *buf[GL_SCRATCH_SLOTS];
+    static _Thread_local size_t cap[GL_SCRATCH_SLOTS];
+    if (cap[slot] < bytes) {
         free(buf[slot]);
-        buf[slot] = aligned_alloc(ALIGN, bytes);
-        cap[slot] = buf[slot] ? nfloats : 0;
+        buf[slot] = aligned_alloc(ALIGN, (bytes + ALIGN - 1) / ALIGN * ALIGN);
+        cap[slot] = buf[slot] ? bytes : 0;
     }
     return buf[slot];
+}
+
+/* Slot 0 or 1 of the scratch as floats. */
+static float *thread_buffer(int slot, size_t nfloats) {
+    return gl_thread_scratch(slot, nfloats * sizeof(float));
 }
 
 /* ---- the blocked driver ---------------------------------------------------------------------- */
@@ -1253,6 +1258,7 @@ static void gemm_loops(const gemm_job *g) {
 #else
     const int thread = 0;
 #endif
+    float *const mine_b = g->own_b ? g->bpack + thread * own_b_floats(d, K) : NULL; /* own_b */
     for (int jc = 0; jc < N; jc += d->nc) {
         const int nc = min_int(d->nc, N - jc), np = ceil_div(nc, NR);
         int nmb = 1, nnb = ceil_div(np, OWN_B_PANELS); /* own_b: items of columns */
@@ -1291,9 +1297,8 @@ static void gemm_loops(const gemm_job *g) {
                 const float *bs = g->bpack; /* panel bfirst's */
                 int bfirst = 0;
                 if (g->own_b) {
-                    float *mine = g->bpack + thread * own_b_floats(d, K);
-                    pack_panels(g, 1, mine, pc, kc, jc + p0 * NR, p1 - p0);
-                    bs = mine;
+                    pack_panels(g, 1, mine_b, pc, kc, jc + p0 * NR, p1 - p0);
+                    bs = mine_b;
                     bfirst = p0;
                 }
                 for (int p = p0; p < p1; p++) {
@@ -1436,8 +1441,8 @@ static void gemm_whole(const gemm_job *g, int nth) {
 #else
     const size_t thread = 0;
 #endif
-    float *const mine = g->bpack + thread * w.bstride; /* own_b's panels */
-    float *const mine_a = g->apack + thread * w.astride; /* own_a's rows */
+    float *const mine = g->own_b ? g->bpack + thread * w.bstride : NULL;   /* own_b's panels */
+    float *const mine_a = g->own_a ? g->apack + thread * w.astride : NULL; /* own_a's rows */
 #pragma omp for schedule(dynamic, 1) nowait
     for (int item = 0; item < nmb * nnb; item++) {
         const int b = item / nnb, c = item % nnb;
@@ -1700,6 +1705,7 @@ static void sgemm_run(gemm_job g) {
     g.nth = nth;
     atomic_int ready[WHOLE_UNITS], finished;
     int whole = 0;
+    const size_t own_b_all = (size_t)nth * own_b_floats(d, K); /* own_b's buffers */
     if (K > 0 && work >= SMALL_WORK) {
         whole_plan w = plan_whole(&g);
         size_t asz = w.nslices * w.astride;
@@ -1724,7 +1730,7 @@ static void sgemm_run(gemm_job g) {
         }
         if (whole) {
             g.apack = thread_buffer(0, asz);
-            g.bpack = thread_buffer(1, g.own_b ? (size_t)nth * own_b_floats(d, K) : bsz);
+            g.bpack = thread_buffer(1, g.own_b ? own_b_all : bsz);
             for (int u = 0; u < w.units; u++) atomic_init(&ready[u], 0);
             atomic_init(&finished, 0);
             g.ready = ready;
@@ -1735,7 +1741,7 @@ static void sgemm_run(gemm_job g) {
             g.apack = thread_buffer(0, g.own_b ? (size_t)kc * ceil_div(M, d->mr) * d->mr
                                                : loops_apack_floats(d, M, K, nth));
             const size_t bpanel = (size_t)kc * ceil_div(min_int(N, d->nc), d->nr) * d->nr;
-            g.bpack = thread_buffer(1, g.own_b ? (size_t)nth * own_b_floats(d, K) : bpanel);
+            g.bpack = thread_buffer(1, g.own_b ? own_b_all : bpanel);
         }
     }
     if (!g.apack || !g.bpack) { /* small, K == 0, or out of memory */

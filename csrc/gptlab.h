@@ -55,6 +55,14 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
 void gl_sgemm_bias(int transA, int transB, int M, int N, int K, const float *A, int lda,
                    const float *B, int ldb, const float *bias, float *C, int ldc);
 
+/* Internal: the calling thread's scratch buffer number `slot`, at least `bytes` long and
+ * 64-byte aligned, kept and grown across calls (no allocation in steady state); NULL if
+ * memory runs out. Slots 0 and 1: gl_sgemm's packed operands; GL_SCRATCH_LAYERNORM:
+ * gl_layernorm_backward's partial sums. */
+#define GL_SCRATCH_LAYERNORM 2
+#define GL_SCRATCH_SLOTS 3
+void *gl_thread_scratch(int slot, size_t bytes);
+
 /* The instruction set gl_sgemm runs with: "avx512", "avx2", or "portable". */
 const char *gl_gemm_isa(void);
 /* Force a path ("avx512", "avx2", "portable", or "auto"); returns 0, or -1 if the CPU or the

@@ -22,7 +22,6 @@
 #include "fastexp.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -422,19 +421,6 @@ void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, 
 /* Rows per block of gl_layernorm_backward's weight gradients. */
 #define LN_SUM_ROWS 128
 
-/* The calling thread's scratch of at least n doubles, kept and grown (not freed: a few KB per
- * thread); NULL if memory runs out. */
-static double *thread_scratch(size_t n) {
-    static _Thread_local double *buf;
-    static _Thread_local size_t cap;
-    if (cap < n) {
-        free(buf);
-        buf = malloc(n * sizeof(double));
-        cap = buf ? n : 0;
-    }
-    return buf;
-}
-
 /* With norm = (x - mean) * rstd and g = dout * w (the gradient reaching norm):
  *   dx += rstd * (g - mean_c(g) - norm * mean_c(g * norm))
  *   dw += sum_n dout * norm,   db += sum_n dout.
@@ -449,7 +435,8 @@ void gl_layernorm_backward(float *dx, float *dw, float *db, const float *dout, c
                            const float *w, const float *mean, const float *rstd, int N, int C) {
     const layernorm_ops *ops = layernorm_build();
     const int blocks = (N + LN_SUM_ROWS - 1) / LN_SUM_ROWS;
-    double *part = thread_scratch((size_t)blocks * 2 * C); /* block b: pw at 2bC, pb after */
+    /* block b's sums: pw at part + 2bC, pb after */
+    double *part = gl_thread_scratch(GL_SCRATCH_LAYERNORM, (size_t)blocks * 2 * C * sizeof(double));
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
