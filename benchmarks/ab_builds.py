@@ -14,8 +14,9 @@ builds must offer the functions it calls.
         [--gemm CASE M K N] [--attention small|gpt-mini forward|backward]
         [--threads 2] [--rounds 8] [--pause 0.05] [--precision bfloat16]
 
---step times training steps (zero_grad, forward, backward, clip_and_step) on random tokens at
-the step_time.py shapes; --generate times greedy decoding of 128 tokens after a 16-token
+--step times training steps (forward, backward(accumulate=False), clip_and_step; with
+--zero-grad: zero_grad, forward, backward(), clip_and_step, for builds older than
+accumulate=False) on random tokens at the step_time.py shapes; --generate times greedy decoding of 128 tokens after a 16-token
 prompt (vocabulary 2048); --gemm times one product of bench_gemm.py's table (CASE NN, NT or
 TN: y = x W, dx = dy W^T, dW = x^T dy, with x (M, K)); --attention times one layer's attention
 forward or backward pass (dqkv overwritten, as the model calls it) on bench_layers.py's
@@ -79,6 +80,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1, help="--generate: sequences")
     ap.add_argument("--gemm", nargs=4, metavar=("CASE", "M", "K", "N"), default=None)
     ap.add_argument("--attention", nargs=2, metavar=("PRESET", "PASS"), default=None)
+    ap.add_argument("--zero-grad", action="store_true",
+                    help="--step: zero_grad then backward() (builds before accumulate=False)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=8, help="blocks per build")
     ap.add_argument("--per-block", type=int, default=4, help="timed calls per block")
@@ -101,7 +104,7 @@ def main() -> None:
         core.set_num_threads(args.threads)
         core.gemm_set_precision(args.precision)
         if args.step:
-            jobs[tag] = make_step(args.step)
+            jobs[tag] = make_step(args.step, args.zero_grad)
         elif args.generate:
             jobs[tag] = generate_job(args.generate, args.batch)
         elif args.attention:

@@ -31,9 +31,11 @@ def wait_settings() -> str:
     return " ".join(f"{k}={os.environ.get(k)}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
 
 
-def make_step(preset: str):
-    """One training step (zero_grad, forward, backward, clip_and_step) of a fresh model of the
-    preset at its SHAPES batch, on fixed random tokens, as a callable."""
+def make_step(preset: str, zero_grad: bool = False):
+    """One training step (forward, backward(accumulate=False), clip_and_step, as the stages
+    step) of a fresh model of the preset at its SHAPES batch, on fixed random tokens, as a
+    callable. zero_grad=True: zero_grad, forward, backward() instead (builds before 2026-12-07's
+    fifth session have no accumulate=False)."""
     B, T = SHAPES[preset]
     V = 50257 if preset == "gpt2" else 2048  # gpt2 keeps its own LM head, the largest product
     model = gl.GPT(gl.GPTConfig.preset(preset, vocab_size=V), seed=0)
@@ -43,9 +45,10 @@ def make_step(preset: str):
     y = rng.integers(0, V, (B, T), dtype=np.int32)
 
     def step() -> None:
-        model.zero_grad()
+        if zero_grad:
+            model.zero_grad()
         model.forward(x, y)
-        model.backward()
+        model.backward(accumulate=zero_grad)  # after zero_grad adding is writing
         opt.clip_and_step(1.0)
     return step
 

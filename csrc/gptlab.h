@@ -96,17 +96,20 @@ void gl_embedding_backward(float *dwte, float *dwpe, const float *dout, const in
  * x, out: (N, C); w, b: (C); mean, rstd: (N), saved for the backward pass. */
 void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
                           const float *b, int N, int C);
-/* Gradients of gl_layernorm_forward. dx: (N,C), dw, db: (C), all accumulate. */
+/* Gradients of gl_layernorm_forward. dx: (N,C) accumulates; dw, db: (C) accumulate when
+ * `accumulate`, else are written (no zeroing needed first). */
 void gl_layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
-                           const float *w, const float *mean, const float *rstd, int N, int C);
+                           const float *w, const float *mean, const float *rstd, int N, int C,
+                           int accumulate);
 
 /* Affine map (Conv1D layout, input first): out = x @ w + b.
  * x: (N, C); w: (C, OC); b: (OC) or NULL; out: (N, OC). */
 void gl_matmul_forward(float *out, const float *x, const float *w, const float *b, int N, int C,
                        int OC);
-/* dx += dout @ w^T; dw += x^T @ dout; db += sum_n dout (db may be NULL; dx may be NULL). */
+/* dx += dout @ w^T; dw += x^T @ dout; db += sum_n dout (db may be NULL; dx may be NULL).
+ * accumulate == 0: dw and db are written instead (dw = x^T @ dout, db = sum_n dout). */
 void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
-                        const float *w, int N, int C, int OC);
+                        const float *w, int N, int C, int OC, int accumulate);
 
 /* Causal multi-head self-attention.
  * qkv: (B, T, 3C), each row [q | k | v], head h in columns h*hs .. (h+1)*hs-1, hs = C/NH.
@@ -325,11 +328,12 @@ const float *gl_model_logits(const gl_model *m);
  * Stores d(loss)/d(logits) in place of the logits for gl_model_backward_loss. Returns NaN
  * if the mask selects no position. */
 float gl_model_loss(gl_model *m, const int32_t *targets, const float *mask);
-/* Backward of the last gl_model_loss, accumulating into the gradient arena. */
-void gl_model_backward_loss(gl_model *m);
+/* Backward of the last gl_model_loss into the gradient arena: added to it when
+ * `accumulate`, else written over it (every gradient, so no gl_model_zero_grad first). */
+void gl_model_backward_loss(gl_model *m, int accumulate);
 /* Backward of the last forward from upstream gradients: dlogits (B,T,V) and/or dhidden
- * (B,T,C) (either may be NULL). Accumulates into the gradient arena. */
-void gl_model_backward(gl_model *m, const float *dlogits, const float *dhidden);
+ * (B,T,C) (either may be NULL), into the gradient arena as gl_model_backward_loss. */
+void gl_model_backward(gl_model *m, const float *dlogits, const float *dhidden, int accumulate);
 
 /* ==== generation (model.c): KV cache and sampling ====================================== */
 

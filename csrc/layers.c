@@ -423,7 +423,7 @@ void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, 
 
 /* With norm = (x - mean) * rstd and g = dout * w (the gradient reaching norm):
  *   dx += rstd * (g - mean_c(g) - norm * mean_c(g * norm))
- *   dw += sum_n dout * norm,   db += sum_n dout.
+ *   dw += sum_n dout * norm,   db += sum_n dout   (written, not added, when !accumulate).
  * dx is computed row by row. dw, db are summed in double over blocks of LN_SUM_ROWS rows, each
  * block's rows in order, then the blocks in order: bits that do not depend on the thread
  * count. A block's sums are taken right after its rows of dx, while its rows of dout and x are
@@ -432,7 +432,8 @@ void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, 
  * of docs/benchmarks.md), and added up by columns once every block is done. Without memory
  * for the blocks' sums the same sums are taken by columns, SUM_WIDE at a time. */
 void gl_layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
-                           const float *w, const float *mean, const float *rstd, int N, int C) {
+                           const float *w, const float *mean, const float *rstd, int N, int C,
+                           int accumulate) {
     const layernorm_ops *ops = layernorm_build();
     const int blocks = (N + LN_SUM_ROWS - 1) / LN_SUM_ROWS;
     /* block b's sums: pw at part + 2bC, pb after */
@@ -467,8 +468,8 @@ void gl_layernorm_backward(float *dx, float *dw, float *db, const float *dout, c
                 }
             }
             for (int j = 0; j < nc; j++) {
-                dw[c + j] += (float)sw[j];
-                db[c + j] += (float)sb[j];
+                dw[c + j] = (float)sw[j] + (accumulate ? dw[c + j] : 0.0f);
+                db[c + j] = (float)sb[j] + (accumulate ? db[c + j] : 0.0f);
             }
         }
     }
@@ -485,48 +486,53 @@ void gl_matmul_forward(float *out, const float *x, const float *w, const float *
     else gl_sgemm(0, 0, N, OC, C, 1.0f, x, C, w, OC, 0.0f, out, OC);
 }
 
-/* db[c0 .. c0 + nc) += dout summed over its N rows, in order, in double (nc <= SUM_WIDE). */
+/* db[c0 .. c0 + nc) += dout summed over its N rows, in order, in double (nc <= SUM_WIDE);
+ * written instead when !accumulate. */
 GL_INLINE void bias_grad_cols(float *restrict db, const float *restrict dout, int N, int OC,
-                              int c0, int nc) {
+                              int c0, int nc, int accumulate) {
     double acc[SUM_WIDE];
     for (int c = 0; c < nc; c++) acc[c] = 0.0;
     for (int n = 0; n < N; n++) {
         const float *restrict d = dout + (size_t)n * OC + c0;
         for (int c = 0; c < nc; c++) acc[c] += (double)d[c];
     }
-    for (int c = 0; c < nc; c++) db[c0 + c] += (float)acc[c];
+    for (int c = 0; c < nc; c++) db[c0 + c] = (float)acc[c] + (accumulate ? db[c0 + c] : 0.0f);
 }
 
 /* The same sums in each instruction set's vectors (the baseline build converts two floats
  * to double at a time): the same chains, the same bits. */
-static void bias_grad_portable(float *db, const float *dout, int N, int OC, int c0, int nc) {
-    bias_grad_cols(db, dout, N, OC, c0, nc);
+static void bias_grad_portable(float *db, const float *dout, int N, int OC, int c0, int nc,
+                               int accumulate) {
+    bias_grad_cols(db, dout, N, OC, c0, nc, accumulate);
 }
 #if GL_X86
-GL_AVX2 static void bias_grad_avx2(float *db, const float *dout, int N, int OC, int c0, int nc) {
-    bias_grad_cols(db, dout, N, OC, c0, nc);
+GL_AVX2 static void bias_grad_avx2(float *db, const float *dout, int N, int OC, int c0, int nc,
+                                   int accumulate) {
+    bias_grad_cols(db, dout, N, OC, c0, nc, accumulate);
 }
 GL_AVX512 static void bias_grad_avx512(float *db, const float *dout, int N, int OC, int c0,
-                                       int nc) {
-    bias_grad_cols(db, dout, N, OC, c0, nc);
+                                       int nc, int accumulate) {
+    bias_grad_cols(db, dout, N, OC, c0, nc, accumulate);
 }
 #endif
 
 /* dx += dout @ w^T: (N,OC) @ (OC,C); dw += x^T @ dout: (C,N) @ (N,OC); db += sum_n dout.
- * dx and db may be NULL (the input needs no gradient; the layer has no bias). */
+ * dx and db may be NULL (the input needs no gradient; the layer has no bias). accumulate == 0
+ * writes dw and db instead of adding to them: the product with beta 0 never reads dw. */
 void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
-                        const float *w, int N, int C, int OC) {
+                        const float *w, int N, int C, int OC, int accumulate) {
     if (dx) gl_sgemm(0, 1, N, C, OC, 1.0f, dout, OC, w, OC, 1.0f, dx, C);
-    gl_sgemm(1, 0, C, OC, N, 1.0f, x, C, dout, OC, 1.0f, dw, OC);
+    gl_sgemm(1, 0, C, OC, N, 1.0f, x, C, dout, OC, accumulate ? 1.0f : 0.0f, dw, OC);
     if (!db) return;
-    static void (*const builds[])(float *, const float *, int, int, int, int) =
+    static void (*const builds[])(float *, const float *, int, int, int, int, int) =
         SIMD_BUILDS(bias_grad);
-    void (*const cols)(float *, const float *, int, int, int, int) = builds[simd_level()];
+    void (*const cols)(float *, const float *, int, int, int, int, int) = builds[simd_level()];
 #pragma omp parallel if ((size_t)N * OC >= GL_PAR_MIN)
     {
         int c0, c1;
         thread_cols(OC, &c0, &c1);
-        for (int c = c0; c < c1; c += SUM_WIDE) cols(db, dout, N, OC, c, imin(SUM_WIDE, c1 - c));
+        for (int c = c0; c < c1; c += SUM_WIDE)
+            cols(db, dout, N, OC, c, imin(SUM_WIDE, c1 - c), accumulate);
     }
 }
 

@@ -373,14 +373,22 @@ float gl_model_loss(gl_model *m, const int32_t *targets, const float *mask) {
 
 /* A linear layer's backward pass whose dx is written, not accumulated: dx = dout @ w^T (the
  * product overwrites dx, so the buffer needs no zeroing first); dw += x^T @ dout; db += sum_n
- * dout. Shapes as in gl_matmul_backward. */
+ * dout (written instead when !acc). Shapes as in gl_matmul_backward. */
 static void linear_backward_set_dx(float *dx, float *dw, float *db, const float *dout,
-                                   const float *x, const float *w, int N, int C, int OC) {
+                                   const float *x, const float *w, int N, int C, int OC,
+                                   int acc) {
     gl_sgemm(0, 1, N, C, OC, 1.0f, dout, OC, w, OC, 0.0f, dx, C);
-    gl_matmul_backward(NULL, dw, db, dout, x, w, N, C, OC);
+    gl_matmul_backward(NULL, dw, db, dout, x, w, N, C, OC, acc);
 }
 
-void gl_model_backward(gl_model *m, const float *dlogits, const float *dhidden) {
+/* With acc == 0 every gradient is written rather than added to (PyTorch's backward after
+ * zero_grad(set_to_none=True) does the same): each tensor's first writer below overwrites --
+ * the products with beta 0, which never read the old gradient -- and the later ones add. So
+ * a training step needs no gl_model_zero_grad, a pass over every gradient (gpt2: 124M floats),
+ * and the weight-gradient products do not read 0s back from memory. The first writers: the
+ * head's dwte (else a memset), lnf, every layer's weights and biases, and dwpe (a memset of
+ * its block_size rows, then added to as the embedding adds to dwte). */
+void gl_model_backward(gl_model *m, const float *dlogits, const float *dhidden, int acc) {
     const int B = m->B, T = m->T, N = B * T;
     const int C = m->cfg.n_embd, NH = m->cfg.n_head, V = m->cfg.vocab_size, L = m->cfg.n_layer;
     const size_t NC = (size_t)N * C;
@@ -388,39 +396,42 @@ void gl_model_backward(gl_model *m, const float *dlogits, const float *dhidden) 
     float *dlnf = m->dC1; /* d loss / d (final hidden state) */
     if (dlogits) { /* tied head: dlnf = dlogits @ wte; dwte += dlogits^T @ lnf */
         gl_sgemm(0, 0, N, C, V, 1.0f, dlogits, V, m->params + m->wte, C, 0.0f, dlnf, C);
-        gl_sgemm(1, 0, V, C, N, 1.0f, dlogits, V, m->lnf, C, 1.0f, g + m->wte, C);
+        gl_sgemm(1, 0, V, C, N, 1.0f, dlogits, V, m->lnf, C, acc ? 1.0f : 0.0f, g + m->wte, C);
     } else {
         memset(dlnf, 0, NC * sizeof(float));
+        if (!acc) memset(g + m->wte, 0, (size_t)V * C * sizeof(float));
     }
+    if (!acc) memset(g + m->wpe, 0, (size_t)m->cfg.block_size * C * sizeof(float));
     if (dhidden)
         for (size_t i = 0; i < NC; i++) dlnf[i] += dhidden[i];
     float *dres = m->dres; /* d loss / d (residual stream), flowing down the blocks */
     memset(dres, 0, NC * sizeof(float));
     const float *xlast = L > 0 ? m->blocks[L - 1].res3 : m->encoded;
     gl_layernorm_backward(dres, g + m->lnfw, g + m->lnfb, dlnf, xlast, m->params + m->lnfw,
-                          m->lnf_mean, m->lnf_rstd, N, C);
+                          m->lnf_mean, m->lnf_rstd, N, C, acc);
     for (int l = L - 1; l >= 0; l--) {
         block_ptrs w = block_tensors(m, m->params, l), dw = block_tensors(m, g, l);
         block_acts *a = &m->blocks[l];
         const float *x = l == 0 ? m->encoded : m->blocks[l - 1].res3;
         /* MLP: res3 = res2 + fcproj(gelu(fc(ln2(res2)))); dres holds d res3 = d fcproj */
         linear_backward_set_dx(m->dH1, dw.fcprojw, dw.fcprojb, dres, a->fch_gelu, w.fcprojw,
-                               N, 4 * C, C);
+                               N, 4 * C, C, acc);
         gl_gelu_backward(m->dH2, a->fch, m->dH1, (size_t)N * 4 * C, 0); /* dH2 written */
-        linear_backward_set_dx(m->dC2, dw.fcw, dw.fcb, m->dH2, a->ln2, w.fcw, N, C, 4 * C);
+        linear_backward_set_dx(m->dC2, dw.fcw, dw.fcb, m->dH2, a->ln2, w.fcw, N, C, 4 * C, acc);
         gl_layernorm_backward(dres, dw.ln2w, dw.ln2b, m->dC2, a->res2, w.ln2w, a->ln2_mean,
-                              a->ln2_rstd, N, C); /* dres now holds d res2 */
+                              a->ln2_rstd, N, C, acc); /* dres now holds d res2 */
         /* attention: res2 = x + proj(attn(qkv(ln1(x)))) */
-        linear_backward_set_dx(m->dC3, dw.projw, dw.projb, dres, a->atty, w.projw, N, C, C);
+        linear_backward_set_dx(m->dC3, dw.projw, dw.projb, dres, a->atty, w.projw, N, C, C, acc);
         gl_attention_backward(m->dQKV, m->dC3, a->qkv, a->atty, a->lse, B, T, C, NH, 0);
-        linear_backward_set_dx(m->dC2, dw.qkvw, dw.qkvb, m->dQKV, a->ln1, w.qkvw, N, C, 3 * C);
+        linear_backward_set_dx(m->dC2, dw.qkvw, dw.qkvb, m->dQKV, a->ln1, w.qkvw, N, C, 3 * C,
+                               acc);
         gl_layernorm_backward(dres, dw.ln1w, dw.ln1b, m->dC2, x, w.ln1w, a->ln1_mean,
-                              a->ln1_rstd, N, C); /* dres now holds d x */
+                              a->ln1_rstd, N, C, acc); /* dres now holds d x */
     }
     gl_embedding_backward(g + m->wte, g + m->wpe, dres, m->idx, B, T, C);
 }
 
-void gl_model_backward_loss(gl_model *m) { gl_model_backward(m, m->logits, NULL); }
+void gl_model_backward_loss(gl_model *m, int acc) { gl_model_backward(m, m->logits, NULL, acc); }
 
 /* ---- sampling -------------------------------------------------------------------------- */
 

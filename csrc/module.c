@@ -373,7 +373,9 @@ static PyObject *py_layernorm_forward(PyObject *self, PyObject *args) {
 /* layernorm_backward(dx, dw, db, dout, x, w, mean, rstd): dx, dw, db accumulate. */
 static PyObject *py_layernorm_backward(PyObject *self, PyObject *args) {
     PyObject *odx, *odw, *odb, *od, *ox, *ow, *om, *or;
-    if (!PyArg_ParseTuple(args, "OOOOOOOO", &odx, &odw, &odb, &od, &ox, &ow, &om, &or))
+    int accumulate = 1;
+    if (!PyArg_ParseTuple(args, "OOOOOOOO|p", &odx, &odw, &odb, &od, &ox, &ow, &om, &or,
+                          &accumulate))
         return NULL;
     PyArrayObject *dx = arr_check(odx, "dx", NPY_FLOAT32, -1, 1);
     if (!dx) return NULL;
@@ -399,7 +401,7 @@ static PyObject *py_layernorm_backward(PyObject *self, PyObject *args) {
         return NULL;
     Py_BEGIN_ALLOW_THREADS;
     gl_layernorm_backward(F32(dx), F32(dw), F32(db), F32(dout), F32(x), F32(w), F32(mean),
-                          F32(rstd), N, C);
+                          F32(rstd), N, C, accumulate);
     Py_END_ALLOW_THREADS;
     Py_RETURN_NONE;
 }
@@ -431,10 +433,13 @@ static PyObject *py_matmul_forward(PyObject *self, PyObject *args) {
     return (PyObject *)out;
 }
 
-/* matmul_backward(dx, dw, db, dout, x, w): dx (or None), dw, db (or None) accumulate. */
+/* matmul_backward(dx, dw, db, dout, x, w, accumulate=True): dx (or None) accumulates; dw, db
+ * (or None) accumulate, or are written when accumulate is false. */
 static PyObject *py_matmul_backward(PyObject *self, PyObject *args) {
     PyObject *odx, *odw, *odb, *od, *ox, *ow;
-    if (!PyArg_ParseTuple(args, "OOOOOO", &odx, &odw, &odb, &od, &ox, &ow)) return NULL;
+    int accumulate = 1;
+    if (!PyArg_ParseTuple(args, "OOOOOO|p", &odx, &odw, &odb, &od, &ox, &ow, &accumulate))
+        return NULL;
     PyArrayObject *dx = NULL, *db = NULL;
     if (odx != Py_None && !(dx = arr_check(odx, "dx", NPY_FLOAT32, -1, 1))) return NULL;
     PyArrayObject *dw = arr_check(odw, "dw", NPY_FLOAT32, 2, 1);
@@ -456,7 +461,7 @@ static PyObject *py_matmul_backward(PyObject *self, PyObject *args) {
         return NULL;
     float *dxp = dx ? F32(dx) : NULL, *dbp = db ? F32(db) : NULL;
     Py_BEGIN_ALLOW_THREADS;
-    gl_matmul_backward(dxp, F32(dw), dbp, F32(dout), F32(x), F32(w), N, C, (int)OC);
+    gl_matmul_backward(dxp, F32(dw), dbp, F32(dout), F32(x), F32(w), N, C, (int)OC, accumulate);
     Py_END_ALLOW_THREADS;
     Py_RETURN_NONE;
 }
@@ -886,11 +891,13 @@ fail:
     return NULL;
 }
 
-/* backward(dlogits=None, dhidden=None): back-propagate upstream gradients of the last forward;
- * with neither, the gradient of the last loss(). Accumulates into the gradient arena. */
+/* backward(dlogits=None, dhidden=None, accumulate=True): back-propagate upstream gradients of
+ * the last forward; with neither, the gradient of the last loss(). Accumulates into the
+ * gradient arena, or writes every gradient over it when accumulate is false. */
 static PyObject *Model_backward(ModelObject *self, PyObject *args) {
     PyObject *odl = Py_None, *odh = Py_None;
-    if (!PyArg_ParseTuple(args, "|OO", &odl, &odh)) return NULL;
+    int accumulate = 1;
+    if (!PyArg_ParseTuple(args, "|OOp", &odl, &odh, &accumulate)) return NULL;
     if (model_enter(self)) return NULL;
     const gl_config *c = gl_model_config(self->m);
     PyArrayObject *dl = NULL, *dh = NULL;
@@ -919,8 +926,8 @@ static PyObject *Model_backward(ModelObject *self, PyObject *args) {
     const float *pdl = dl ? PyArray_DATA(dl) : NULL, *pdh = dh ? PyArray_DATA(dh) : NULL;
     int use_loss = !dl && !dh;
     Py_BEGIN_ALLOW_THREADS;
-    if (use_loss) gl_model_backward_loss(self->m);
-    else gl_model_backward(self->m, pdl, pdh);
+    if (use_loss) gl_model_backward_loss(self->m, accumulate);
+    else gl_model_backward(self->m, pdl, pdh, accumulate);
     Py_END_ALLOW_THREADS;
     self->busy = 0;
     Py_RETURN_NONE;
@@ -1040,7 +1047,8 @@ static PyMethodDef Model_methods[] = {
     {"loss", (PyCFunction)Model_loss, METH_VARARGS,
      "loss(idx, targets, mask=None) -> mean cross-entropy over masked positions."},
     {"backward", (PyCFunction)Model_backward, METH_VARARGS,
-     "backward(dlogits=None, dhidden=None): accumulate gradients of the last forward."},
+     "backward(dlogits=None, dhidden=None, accumulate=True): gradients of the last forward,\n"
+     "added to the gradient arena (accumulate) or written over all of it."},
     {"generate", (PyCFunction)Model_generate, METH_VARARGS,
      "generate(tokens, prompt_len, max_new, temperature, top_p, top_k, stop, seed, "
      "want_logprobs) -> logprobs or None; fills tokens in place."},
@@ -2213,14 +2221,16 @@ static PyMethodDef core_methods[] = {
      "layernorm_forward(x, w, b) -> (out, mean, rstd): LayerNorm over the last axis, eps 1e-5,\n"
      "biased variance. x (...,C); w, b (C,); out like x; mean, rstd x.shape[:-1]."},
     {"layernorm_backward", py_layernorm_backward, METH_VARARGS,
-     "layernorm_backward(dx, dw, db, dout, x, w, mean, rstd) -> None: ACCUMULATES (+=) the\n"
-     "gradients into dx (like x), dw, db (C,); mean, rstd from layernorm_forward."},
+     "layernorm_backward(dx, dw, db, dout, x, w, mean, rstd, accumulate=True) -> None:\n"
+     "ACCUMULATES (+=) the gradients into dx (like x), dw, db (C,); mean, rstd from\n"
+     "layernorm_forward. accumulate=False writes dw, db instead (dx still accumulates)."},
     {"matmul_forward", py_matmul_forward, METH_VARARGS,
      "matmul_forward(x, w, b=None) -> out = x @ w + b. x (...,C); w (C,OC) (Conv1D layout,\n"
      "input first); b (OC,) or None; out (...,OC)."},
     {"matmul_backward", py_matmul_backward, METH_VARARGS,
-     "matmul_backward(dx, dw, db, dout, x, w) -> None: ACCUMULATES dx += dout @ w.T (dx may\n"
-     "be None), dw += x.T @ dout, db += dout summed over rows (db may be None)."},
+     "matmul_backward(dx, dw, db, dout, x, w, accumulate=True) -> None: ACCUMULATES\n"
+     "dx += dout @ w.T (dx may be None), dw += x.T @ dout, db += dout summed over rows (db may\n"
+     "be None); accumulate=False writes dw and db instead (dx still accumulates)."},
     {"attention_forward", py_attention_forward, METH_VARARGS,
      "attention_forward(qkv, n_head) -> (out, lse): causal multi-head self-attention.\n"
      "qkv (B,T,3C) rows [q|k|v], C % n_head == 0; out (B,T,C); lse (B,n_head,T) the\n"

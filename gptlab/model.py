@@ -13,6 +13,9 @@ One training step is always the same three calls::
     loss = model.forward(idx, targets)   # mean cross-entropy; activations kept in C
     model.backward()                     # gradients accumulate into model.grads
 
+(or two: ``model.backward(accumulate=False)`` writes the gradients instead of adding them, so
+the ``zero_grad()`` before it is not needed -- the training stages step that way).
+
 Later stages attach their own losses: ``model.forward(idx)`` gives the logits, a loss gives
 d(loss)/d(logits), and ``model.backward(dlogits=...)`` carries it into the trunk (the reward and
 value heads use ``forward_hidden`` and ``backward(dhidden=...)`` the same way).
@@ -157,16 +160,25 @@ class GPT:
         """Set every gradient in ``model.grads`` to zero."""
         self._core.zero_grad()
 
-    def backward(self, dlogits=None, dhidden=None) -> None:
+    def backward(self, dlogits=None, dhidden=None, accumulate: bool = True) -> None:
         """Back-propagate through the last forward pass, accumulating into ``model.grads``.
 
         With no argument: the gradient of the loss computed by ``forward(idx, targets)``.
         With ``dlogits`` (B, T, V) and/or ``dhidden`` (B, T, C): any upstream gradient of the
         logits or hidden states of the last ``forward``/``forward_hidden`` call -- this is how
         the reward, value and PPO losses reach the transformer.
+
+        ``accumulate=False`` writes this pass's gradients over ``model.grads`` instead of adding
+        to them: the same numbers as ``zero_grad()`` then ``backward()``, without the pass
+        that clears every gradient first (PyTorch's ``zero_grad(set_to_none=True)`` buys the
+        same thing). Each gradient's first writer stores where it would have added, and the
+        weight-gradient products skip reading the old values: on GPT-2 124M that saves two
+        trips through 500 MB of memory per step. Accumulating over several batches (gradient
+        accumulation) needs the default.
         """
+        mode = () if accumulate else (False,)
         if dlogits is None and dhidden is None:
-            self._core.backward()
+            self._core.backward(None, None, *mode)
             return
         shape = self._shape
         if shape is None:
@@ -174,7 +186,7 @@ class GPT:
         c = self.config
         dl = None if dlogits is None else as_float32(dlogits, "dlogits", shape + (c.vocab_size,))
         dh = None if dhidden is None else as_float32(dhidden, "dhidden", shape + (c.n_embd,))
-        self._core.backward(dl, dh)
+        self._core.backward(dl, dh, *mode)
 
     # -- generation ------------------------------------------------------------------------
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0,

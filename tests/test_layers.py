@@ -288,6 +288,35 @@ def test_matmul_backward_without_dx_only_touches_dw_and_db():
     assert_close(db, want_db)
 
 
+@pytest.mark.parametrize("N,C,OC", [(0, 5, 3), (1, 1, 1), (7, 17, 63), (300, 65, 130)])
+def test_matmul_and_layernorm_backward_write_weight_gradients_without_accumulate(N, C, OC):
+    """accumulate=False: dw and db are written, never read (they start as NaN here), and equal
+    the float64 reference; dx still accumulates. N = 0 rows writes zeros; 300 rows makes
+    three of layernorm's 128-row blocks and a bias sum on both threads."""
+    rng = np.random.default_rng(N + C + OC)
+    x, w, dout = f32(rng, N, C), f32(rng, C, OC), f32(rng, N, OC)
+    dx = f32(rng, N, C)
+    dx0 = dx.astype(np.float64)
+    dw, db = np.full((C, OC), np.nan, np.float32), np.full(OC, np.nan, np.float32)
+    _core.matmul_backward(dx, dw, db, dout, x, w, False)
+    want_dx, want_dw, want_db = ref_matmul_backward(dout.astype(np.float64),
+                                                    x.astype(np.float64), w.astype(np.float64))
+    assert_close(dx - dx0, want_dx, what="dx")
+    assert_close(dw, want_dw, what="dw")
+    assert_close(db, want_db, what="db")
+    lw, lb = f32(rng, C), f32(rng, C)
+    _, mean, rstd = _core.layernorm_forward(x, lw, lb)
+    dout = f32(rng, N, C)
+    dx = f32(rng, N, C)
+    dx0 = dx.astype(np.float64)
+    dw, db = np.full(C, np.nan, np.float32), np.full(C, np.nan, np.float32)
+    _core.layernorm_backward(dx, dw, db, dout, x, lw, mean, rstd, False)
+    want = ref_layernorm_backward(*(a.astype(np.float64) for a in (dout, x, lw)))
+    assert_close(dx - dx0, want[0], what="ln dx")
+    assert_close(dw, want[1], what="ln dw")
+    assert_close(db, want[2], what="ln db")
+
+
 ATTN_SHAPES = [
     (1, 1, 4, 1),      # T = 1: each query sees only itself
     (2, 7, 17, 1),     # NH = 1, odd head size

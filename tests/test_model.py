@@ -94,6 +94,50 @@ def test_backward_from_upstream_dlogits_and_dhidden_accumulates():
         assert rel_err(m.grads[name], G1[name] + G2[name]) < 1e-4, name
 
 
+@pytest.mark.parametrize("upstream", ["loss", "dlogits", "dhidden", "both"])
+def test_backward_without_accumulate_writes_every_gradient(upstream):
+    """backward(accumulate=False) writes each gradient where backward() adds to it: over
+    gradients full of NaN (so a tensor it forgot, or a product that read its old value, shows)
+    it gives exactly what zero_grad() then backward() gives -- with T < block_size, so wpe's
+    last rows get no gradient and must still come out 0 -- and matches the float64 reference.
+    A second backward with the default then adds on top."""
+    cfg = CONFIGS[0]
+    m = random_model(cfg, seed=11)
+    rng = np.random.default_rng(12)
+    B, T = 2, cfg.block_size - 2
+    idx = rng.integers(0, cfg.vocab_size, (B, T))
+    tgt = rng.integers(0, cfg.vocab_size, (B, T))
+    dl = rng.normal(size=(B, T, cfg.vocab_size)) if upstream in ("dlogits", "both") else None
+    dh = rng.normal(size=(B, T, cfg.n_embd)) if upstream in ("dhidden", "both") else None
+
+    def backward(**kw):
+        if upstream == "loss":
+            m.forward(idx, tgt)
+            m.backward(**kw)
+        else:
+            m.forward(idx)
+            m.backward(dlogits=dl, dhidden=dh, **kw)
+    m.zero_grad()
+    backward()
+    want = {k: g.copy() for k, g in m.grads.items()}
+    for g in m.grads.values():
+        g[...] = np.nan
+    backward(accumulate=False)
+    for name, g in m.grads.items():
+        np.testing.assert_array_equal(g, want[name], err_msg=name)
+    assert not m.grads["wpe.weight"][T:].any()
+    P = ref_params(m)
+    logits, _, cache = ref.forward(P, idx, cfg.n_layer, cfg.n_head)
+    if upstream == "loss":
+        dl = ref.cross_entropy(logits, tgt)[1]
+    G = ref.backward(P, cache, cfg.n_layer, dlogits=dl, dhidden=dh)
+    for name in m.grads:
+        assert rel_err(m.grads[name], G[name]) < 1e-4, name
+    backward()  # the default adds: twice the gradient
+    for name in m.grads:
+        assert rel_err(m.grads[name], 2 * G[name]) < 1e-4, name
+
+
 def test_reference_backward_passes_finite_differences():
     """The float64 reference's own gradients against central differences of its loss."""
     cfg = gl.GPTConfig(vocab_size=11, block_size=5, n_layer=2, n_head=2, n_embd=8)

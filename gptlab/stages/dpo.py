@@ -111,7 +111,6 @@ class DPOTrainer(Trainer):
         t0 = time.perf_counter()
         ids = self.order.next()
         which = np.stack([2 * ids, 2 * ids + 1], 1).reshape(-1)  # chosen, rejected, ...
-        self.policy.zero_grad()
         seq, logits, tgt, mask = self._seq_logp(self.policy, self.pairs, which)
         ref = self.ref_logp[ids]
         loss, (dc, dr), st = losses.dpo_loss(seq[0::2], seq[1::2], ref[:, 0], ref[:, 1],
@@ -119,7 +118,7 @@ class DPOTrainer(Trainer):
         self._check_finite(loss)
         dseq = np.stack([dc, dr], 1).reshape(-1)                  # d loss / d (sum of logp)
         dlogits = losses.logprobs_backward(logits, tgt, dseq[:, None] * mask)
-        self.policy.backward(dlogits=dlogits)
+        self.policy.backward(dlogits=dlogits, accumulate=False)   # written: no zero_grad
         lr = self.schedule(self.t)
         grad_norm = self.opt.clip_and_step(self.grad_clip, lr=lr)
         self.t += 1

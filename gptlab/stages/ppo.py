@@ -304,7 +304,6 @@ class PPOTrainer(Trainer):
         rows = np.arange(len(mb))[:, None]
         sel = mask > 0
         # policy: clipped surrogate (+ entropy bonus) through the log-probs into the trunk
-        self.policy.zero_grad()
         logp, ent, g, logits = reply_logprobs(self.policy, idx, resp, pos, self.temperature,
                                               return_logits=True)
         pg_loss, dlogp, st = losses.ppo_policy_loss(logp, ro["logp"][mb], ro["advantages"][mb],
@@ -315,7 +314,7 @@ class PPOTrainer(Trainer):
         dg = losses.logprobs_backward(g, resp, dlogp, dent, self.temperature)
         dlogits = np.zeros_like(logits)
         dlogits[np.broadcast_to(rows, pos.shape)[sel], pos[sel]] = dg[sel]
-        self.policy.backward(dlogits=dlogits)
+        self.policy.backward(dlogits=dlogits, accumulate=False)  # written: no zero_grad
         out = {"approxkl": st["approx_kl"], "clipfrac": st["clipfrac"], "pg_loss": pg_loss,
                "ratio": st["ratio_mean"], "entropy": float(ent[sel].mean())}
         if self.ptx_batches is not None:  # PPO-ptx: keep the pretraining distribution

@@ -78,10 +78,9 @@ class Pretrainer(Trainer):
         """One optimizer step of next-token prediction on a random batch of windows."""
         t0 = time.perf_counter()
         idx, targets, _ = self.batches.next()               # (B, T) each
-        self.model.zero_grad()
         loss = self.model.forward(idx, targets)             # mean cross-entropy
         self._check_finite(loss)
-        self.model.backward()
+        self.model.backward(accumulate=False)               # grads written: no zero_grad
         lr = self.schedule(self.t)
         grad_norm = self.opt.clip_and_step(self.grad_clip, lr=lr)
         self.t += 1

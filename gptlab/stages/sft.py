@@ -67,10 +67,9 @@ class SFTTrainer(Trainer):
         """One optimizer step of supervised fine-tuning: loss on the assistant's tokens only."""
         t0 = time.perf_counter()
         idx, targets, mask = self.batches.next()            # (B, T); mask marks reply tokens
-        self.model.zero_grad()
         loss = self.model.forward(idx, targets, mask=mask)
         self._check_finite(loss)
-        self.model.backward()
+        self.model.backward(accumulate=False)               # grads written: no zero_grad
         lr = self.schedule(self.t)
         grad_norm = self.opt.clip_and_step(self.grad_clip, lr=lr)
         self.t += 1
