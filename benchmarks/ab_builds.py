@@ -16,13 +16,13 @@ builds must offer the functions it calls.
 
 --step times training steps (forward, backward(accumulate=False), clip_and_step; with
 --zero-grad: zero_grad, forward, backward(), clip_and_step, for builds older than
-accumulate=False) on random tokens at the step_time.py shapes; --generate times greedy decoding of 128 tokens after a 16-token
-prompt (vocabulary 2048); --gemm times one product of bench_gemm.py's table (CASE NN, NT or
-TN: y = x W, dx = dy W^T, dW = x^T dy, with x (M, K)); --attention times one layer's attention
-forward or backward pass (dqkv overwritten, as the model calls it) on bench_layers.py's
-shapes. --pause sleeps that long before each
-timed call, as an interactive session or a PPO rollout after a training step does: a thread
-that slept has to be woken, which back-to-back calls never show. B/A < 1: B is faster.
+accumulate=False) on random tokens at the step_time.py shapes; --generate times greedy
+decoding of 128 tokens after a 16-token prompt (vocabulary 2048); --gemm times one product of
+bench_gemm.py's table (CASE NN, NT or TN: y = x W, dx = dy W^T, dW = x^T dy, with x (M, K));
+--attention times one layer's attention forward or backward pass (dqkv overwritten, as the
+model calls it) on bench_layers.py's shapes. --pause sleeps that long before each timed call,
+as an interactive session or a PPO rollout after a training step does: a thread that slept has
+to be woken, which back-to-back calls never show. B/A < 1: B is faster.
 """
 
 from __future__ import annotations
