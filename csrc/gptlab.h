@@ -57,9 +57,9 @@ void gl_sgemm_bias(int transA, int transB, int M, int N, int K, const float *A, 
 
 /* Internal: the calling thread's scratch buffer number `slot`, at least `bytes` long and
  * 64-byte aligned, kept and grown across calls (no allocation in steady state); NULL if
- * memory runs out. Slots 0 and 1: gl_sgemm's packed operands; GL_SCRATCH_LAYERNORM:
- * gl_layernorm_backward's partial sums. */
-#define GL_SCRATCH_LAYERNORM 2
+ * memory runs out. Slots 0 and 1: gl_sgemm's packed operands; GL_SCRATCH_COLSUMS: the
+ * partial column sums of gl_layernorm_backward and gl_matmul_backward (bias gradients). */
+#define GL_SCRATCH_COLSUMS 2
 #define GL_SCRATCH_SLOTS 3
 void *gl_thread_scratch(int slot, size_t bytes);
 

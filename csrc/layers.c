@@ -41,6 +41,10 @@
 #define SUM_COLS 32
 #define SUM_WIDE 256
 _Static_assert(SUM_WIDE % SUM_COLS == 0, "a wide pass holds whole blocks");
+/* Rows per block of the column sums of gl_layernorm_backward and gl_matmul_backward (the
+ * weight and bias gradients): each block's sums in double, rows in order, then the blocks in
+ * order -- bits that do not depend on the thread count. */
+#define SUM_ROWS 128
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
@@ -192,6 +196,12 @@ static void thread_cols(int C, int *c0, int *c1) {
     const long long nblk = (C + SUM_COLS - 1) / SUM_COLS;
     *c0 = (int)(nblk * t / nt) * SUM_COLS;
     *c1 = imin((int)(nblk * (t + 1) / nt) * SUM_COLS, C);
+}
+
+/* dst[j] = (accumulate ? dst[j] : 0) + s[j] rounded to float, j < n: a column sum stored. */
+GL_INLINE void store_col_sums(float *restrict dst, const double *restrict s, int n,
+                              int accumulate) {
+    for (int j = 0; j < n; j++) dst[j] = (float)s[j] + (accumulate ? dst[j] : 0.0f);
 }
 
 /* ---- embedding -------------------------------------------------------------------------- */
@@ -418,13 +428,11 @@ void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, 
         ops->forward_rows(out, mean, rstd, x, w, b, it * LN_ROWS, imin(N, (it + 1) * LN_ROWS), C);
 }
 
-/* Rows per block of gl_layernorm_backward's weight gradients. */
-#define LN_SUM_ROWS 128
 
 /* With norm = (x - mean) * rstd and g = dout * w (the gradient reaching norm):
  *   dx += rstd * (g - mean_c(g) - norm * mean_c(g * norm))
  *   dw += sum_n dout * norm,   db += sum_n dout   (written, not added, when !accumulate).
- * dx is computed row by row. dw, db are summed in double over blocks of LN_SUM_ROWS rows, each
+ * dx is computed row by row. dw, db are summed in double over blocks of SUM_ROWS rows, each
  * block's rows in order, then the blocks in order: bits that do not depend on the thread
  * count. A block's sums are taken right after its rows of dx, while its rows of dout and x are
  * in cache (a second pass over them, by columns, read half of them from the other core's
@@ -435,14 +443,15 @@ void gl_layernorm_backward(float *dx, float *dw, float *db, const float *dout, c
                            const float *w, const float *mean, const float *rstd, int N, int C,
                            int accumulate) {
     const layernorm_ops *ops = layernorm_build();
-    const int blocks = (N + LN_SUM_ROWS - 1) / LN_SUM_ROWS;
+    const int blocks = (N + SUM_ROWS - 1) / SUM_ROWS;
     /* block b's sums: pw at part + 2bC, pb after */
-    double *part = gl_thread_scratch(GL_SCRATCH_LAYERNORM, (size_t)blocks * 2 * C * sizeof(double));
+    double *part =
+        gl_thread_scratch(GL_SCRATCH_COLSUMS, (size_t)blocks * 2 * C * sizeof(double));
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
         for (int b = 0; b < blocks; b++) {
-            const int n0 = b * LN_SUM_ROWS, n1 = imin(N, n0 + LN_SUM_ROWS);
+            const int n0 = b * SUM_ROWS, n1 = imin(N, n0 + SUM_ROWS);
             ops->backward_rows(dx, dout, x, w, mean, rstd, n0, n1, C);
             if (part)
                 ops->backward_partials(part + (size_t)2 * b * C, part + (size_t)(2 * b + 1) * C,
@@ -459,18 +468,16 @@ void gl_layernorm_backward(float *dx, float *dw, float *db, const float *dout, c
                     bw = part + (size_t)2 * b * C + c;
                     bb = bw + C;
                 } else {
-                    ops->backward_partials(pw, pb, dout, x, mean, rstd, b * LN_SUM_ROWS,
-                                           imin(N, (b + 1) * LN_SUM_ROWS), C, c, nc);
+                    ops->backward_partials(pw, pb, dout, x, mean, rstd, b * SUM_ROWS,
+                                           imin(N, (b + 1) * SUM_ROWS), C, c, nc);
                 }
                 for (int j = 0; j < nc; j++) {
                     sw[j] += bw[j];
                     sb[j] += bb[j];
                 }
             }
-            for (int j = 0; j < nc; j++) {
-                dw[c + j] = (float)sw[j] + (accumulate ? dw[c + j] : 0.0f);
-                db[c + j] = (float)sb[j] + (accumulate ? db[c + j] : 0.0f);
-            }
+            store_col_sums(dw + c, sw, nc, accumulate);
+            store_col_sums(db + c, sb, nc, accumulate);
         }
     }
 }
@@ -486,53 +493,74 @@ void gl_matmul_forward(float *out, const float *x, const float *w, const float *
     else gl_sgemm(0, 0, N, OC, C, 1.0f, x, C, w, OC, 0.0f, out, OC);
 }
 
-/* db[c0 .. c0 + nc) += dout summed over its N rows, in order, in double (nc <= SUM_WIDE);
- * written instead when !accumulate. */
-GL_INLINE void bias_grad_cols(float *restrict db, const float *restrict dout, int N, int OC,
-                              int c0, int nc, int accumulate) {
-    double acc[SUM_WIDE];
-    for (int c = 0; c < nc; c++) acc[c] = 0.0;
-    for (int n = 0; n < N; n++) {
+/* p[c] = sum of dout[n][c0 + c] over the rows [n0, n1), in order, in double, for c < nc: one
+ * block's share of a bias gradient. */
+GL_INLINE void bias_sums_block(double *restrict p, const float *restrict dout, int n0, int n1,
+                               int OC, int c0, int nc) {
+    for (int c = 0; c < nc; c++) p[c] = 0.0;
+    for (int n = n0; n < n1; n++) {
         const float *restrict d = dout + (size_t)n * OC + c0;
-        for (int c = 0; c < nc; c++) acc[c] += (double)d[c];
+        for (int c = 0; c < nc; c++) p[c] += (double)d[c];
     }
-    for (int c = 0; c < nc; c++) db[c0 + c] = (float)acc[c] + (accumulate ? db[c0 + c] : 0.0f);
 }
 
 /* The same sums in each instruction set's vectors (the baseline build converts two floats
  * to double at a time): the same chains, the same bits. */
-static void bias_grad_portable(float *db, const float *dout, int N, int OC, int c0, int nc,
-                               int accumulate) {
-    bias_grad_cols(db, dout, N, OC, c0, nc, accumulate);
+static void bias_sums_portable(double *p, const float *dout, int n0, int n1, int OC, int c0,
+                               int nc) {
+    bias_sums_block(p, dout, n0, n1, OC, c0, nc);
 }
 #if GL_X86
-GL_AVX2 static void bias_grad_avx2(float *db, const float *dout, int N, int OC, int c0, int nc,
-                                   int accumulate) {
-    bias_grad_cols(db, dout, N, OC, c0, nc, accumulate);
+GL_AVX2 static void bias_sums_avx2(double *p, const float *dout, int n0, int n1, int OC, int c0,
+                                   int nc) {
+    bias_sums_block(p, dout, n0, n1, OC, c0, nc);
 }
-GL_AVX512 static void bias_grad_avx512(float *db, const float *dout, int N, int OC, int c0,
-                                       int nc, int accumulate) {
-    bias_grad_cols(db, dout, N, OC, c0, nc, accumulate);
+GL_AVX512 static void bias_sums_avx512(double *p, const float *dout, int n0, int n1, int OC,
+                                       int c0, int nc) {
+    bias_sums_block(p, dout, n0, n1, OC, c0, nc);
 }
 #endif
 
 /* dx += dout @ w^T: (N,OC) @ (OC,C); dw += x^T @ dout: (C,N) @ (N,OC); db += sum_n dout.
  * dx and db may be NULL (the input needs no gradient; the layer has no bias). accumulate == 0
- * writes dw and db instead of adding to them: the product with beta 0 never reads dw. */
+ * writes dw and db instead of adding to them: the product with beta 0 never reads dw.
+ * db is summed as layernorm's weight gradients are: each block of SUM_ROWS rows by the thread
+ * whose static share of rows holds it -- whole rows, where the kernel that wrote dout (GELU's,
+ * layernorm's backward) left them in that core's cache -- then the blocks in order, by
+ * columns. Summed by columns straight away, each thread read every row, half of them from the
+ * other core (the small preset: 1.47x on two threads). Without memory for the blocks' sums,
+ * each block's are taken by columns, SUM_WIDE at a time: the same bits. */
 void gl_matmul_backward(float *dx, float *dw, float *db, const float *dout, const float *x,
                         const float *w, int N, int C, int OC, int accumulate) {
     if (dx) gl_sgemm(0, 1, N, C, OC, 1.0f, dout, OC, w, OC, 1.0f, dx, C);
     gl_sgemm(1, 0, C, OC, N, 1.0f, x, C, dout, OC, accumulate ? 1.0f : 0.0f, dw, OC);
     if (!db) return;
-    static void (*const builds[])(float *, const float *, int, int, int, int, int) =
-        SIMD_BUILDS(bias_grad);
-    void (*const cols)(float *, const float *, int, int, int, int, int) = builds[simd_level()];
+    static void (*const builds[])(double *, const float *, int, int, int, int, int) =
+        SIMD_BUILDS(bias_sums);
+    void (*const sums)(double *, const float *, int, int, int, int, int) = builds[simd_level()];
+    const int blocks = (N + SUM_ROWS - 1) / SUM_ROWS;
+    double *part = gl_thread_scratch(GL_SCRATCH_COLSUMS, (size_t)blocks * OC * sizeof(double));
 #pragma omp parallel if ((size_t)N * OC >= GL_PAR_MIN)
     {
+        if (part) {
+#pragma omp for schedule(static)
+            for (int b = 0; b < blocks; b++)
+                sums(part + (size_t)b * OC, dout, b * SUM_ROWS, imin(N, (b + 1) * SUM_ROWS), OC,
+                     0, OC);
+        }
         int c0, c1;
         thread_cols(OC, &c0, &c1);
-        for (int c = c0; c < c1; c += SUM_WIDE)
-            cols(db, dout, N, OC, c, imin(SUM_WIDE, c1 - c), accumulate);
+        for (int c = c0; c < c1; c += SUM_WIDE) {
+            const int nc = imin(SUM_WIDE, c1 - c);
+            double s[SUM_WIDE] = {0}, pb[SUM_WIDE];
+            for (int b = 0; b < blocks; b++) {
+                const double *bb = pb;
+                if (part) bb = part + (size_t)b * OC + c;
+                else sums(pb, dout, b * SUM_ROWS, imin(N, (b + 1) * SUM_ROWS), OC, c, nc);
+                for (int j = 0; j < nc; j++) s[j] += bb[j];
+            }
+            store_col_sums(db + c, s, nc, accumulate);
+        }
     }
 }
 

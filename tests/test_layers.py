@@ -512,6 +512,33 @@ def test_layernorm_weight_gradients_sum_blocks_of_128_rows_in_order(N, C):
         _core.set_num_threads(before)
 
 
+@pytest.mark.parametrize("N, OC", [(301, 300), (128, 7), (257, 1030), (2048, 576)])
+def test_bias_gradient_sums_blocks_of_128_rows_in_order(N, OC):
+    """db is summed as layernorm's weights are: in double over blocks of 128 rows (each
+    block's rows in order, by the thread that owns them), then the blocks in order, and added
+    to the float32 gradient: exactly these bits, on 1, 2 and 3 threads. Column 0, past 256
+    rows, tells the order apart: 1e20, then ones, then -1e20 at row 128, then ones sums to 127
+    in one chain (the first ones vanish beside 1e20) and to 0 by blocks (all of them do)."""
+    rng = np.random.default_rng(N + OC)
+    x, w, dout, db0 = f32(rng, N, 5), f32(rng, 5, OC), f32(rng, N, OC), f32(rng, OC)
+    if N >= 256:
+        dout[:256, 0] = 1.0
+        dout[0, 0], dout[128, 0], db0[0] = 1e20, -1e20, 0.0
+    blocks = [np.cumsum(np.float64(dout[n0:n0 + 128]), axis=0)[-1] for n0 in range(0, N, 128)]
+    want = db0 + np.cumsum(blocks, axis=0)[-1].astype(np.float32)
+    before = _core.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            _core.set_num_threads(threads)
+            db = db0.copy()
+            _core.matmul_backward(None, np.zeros((5, OC), np.float32), db, dout, x, w)
+            np.testing.assert_array_equal(db, want)
+    finally:
+        _core.set_num_threads(before)
+    if N >= 256:
+        assert want[0] == np.float32(np.sum(np.float64(dout[256:, 0])))
+
+
 def test_results_do_not_depend_on_thread_count():
     """Fixed-order sums: the layers kernels give bitwise-identical results on 1 and 2 threads."""
     rng = np.random.default_rng(8)
