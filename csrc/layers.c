@@ -428,7 +428,6 @@ void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, 
         ops->forward_rows(out, mean, rstd, x, w, b, it * LN_ROWS, imin(N, (it + 1) * LN_ROWS), C);
 }
 
-
 /* With norm = (x - mean) * rstd and g = dout * w (the gradient reaching norm):
  *   dx += rstd * (g - mean_c(g) - norm * mean_c(g * norm))
  *   dw += sum_n dout * norm,   db += sum_n dout   (written, not added, when !accumulate).
