@@ -267,6 +267,26 @@ def test_gradients_in_bfloat16_stay_close_to_float32(bf16):
 
 
 @needs_bf16
+def test_backward_without_accumulate_writes_every_gradient_in_bfloat16(bf16):
+    """backward(accumulate=False) on the bfloat16 kernels (AMX and AVX512-BF16): over
+    gradients full of NaN, the weight-gradient products with beta 0 must not read them, and
+    every gradient equals zero_grad() then backward() on the same kernel."""
+    cfg = gl.GPTConfig.preset("small", vocab_size=512)
+    idx = np.random.default_rng(6).integers(0, 512, (4, 65))
+    model = gl.GPT(cfg, seed=0)
+    model.zero_grad()
+    model.forward(idx[:, :-1], idx[:, 1:])
+    model.backward()
+    want = {k: v.copy() for k, v in model.grads.items()}
+    for g in model.grads.values():
+        g[...] = np.nan
+    model.forward(idx[:, :-1], idx[:, 1:])
+    model.backward(accumulate=False)
+    for name, g in model.grads.items():
+        np.testing.assert_array_equal(g, want[name], err_msg=name)
+
+
+@needs_bf16
 def test_pretraining_in_bfloat16_reaches_the_float32_loss(bf16):
     """The small preset pretrained on TinyWorld for 120 steps from three seeds: the last 20
     steps' mean training loss in bfloat16 within 1% of float32's on the median seed
