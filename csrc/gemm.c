@@ -1566,11 +1566,10 @@ typedef void (*skinny_fn)(const gemm_job *g, int j0, int j1);
 #define SK_CAT2(a, b) a##b
 #define SK_CAT(a, b) SK_CAT2(a, b)
 typedef float v16f __attribute__((vector_size(64), aligned(4), may_alias)); /* one zmm */
-typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));  /* one ymm */
 
 #define SK_NAME skinny_nn_avx2
 #define SK_TARGET "avx2"
-#define SK_VEC v8f
+#define SK_VEC gl_v8f
 #define SK_LANES 8
 #define SK_ACC 8
 #include "skinny.h"

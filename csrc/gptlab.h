@@ -55,6 +55,13 @@ void gl_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
 void gl_sgemm_bias(int transA, int transB, int M, int N, int K, const float *A, int lda,
                    const float *B, int ldb, const float *bias, float *C, int ldc);
 
+#if defined(__GNUC__)
+/* Internal: a GCC/Clang vector of 8 floats, read and written through casts of float pointers
+ * (aligned(4), may_alias: any float address), for loops the compilers would not vectorise on
+ * their own; elementwise, so it computes what the scalar loop it replaces does. */
+typedef float gl_v8f __attribute__((vector_size(32), aligned(4), may_alias));
+#endif
+
 /* Internal: the calling thread's scratch buffer number `slot`, at least `bytes` long and
  * 64-byte aligned, kept and grown across calls (no allocation in steady state); NULL if
  * memory runs out. Slots 0 and 1: gl_sgemm's packed operands; GL_SCRATCH_COLSUMS: the

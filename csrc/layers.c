@@ -90,9 +90,9 @@ static int simd_level(void) {
 #endif
 
 #if defined(__GNUC__)
-/* Vectors of 8 and 4 floats and 4 doubles (GCC/Clang), for loops the compiler would not
- * vectorise on its own; elementwise, so they do what the scalar loops they replace do. */
-typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));
+/* Vectors of 4 floats and 4 doubles (GCC/Clang; 8 floats: gl_v8f), for loops the compiler
+ * would not vectorise on its own; elementwise, so they do what the scalar loops they replace
+ * do. */
 typedef float v4f __attribute__((vector_size(16), aligned(4), may_alias));
 typedef double v4d __attribute__((vector_size(32)));
 #endif
@@ -104,8 +104,8 @@ typedef double v4d __attribute__((vector_size(32)));
 GL_INLINE float dotf(const float *restrict a, const float *restrict b, int n) {
     int i = 0;
 #if defined(__GNUC__)
-    v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (; i + 8 <= n; i += 8) acc += *(const v8f *)(a + i) * *(const v8f *)(b + i);
+    gl_v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (; i + 8 <= n; i += 8) acc += *(const gl_v8f *)(a + i) * *(const gl_v8f *)(b + i);
 #else
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (; i + 8 <= n; i += 8)
@@ -120,8 +120,8 @@ GL_INLINE float dotf(const float *restrict a, const float *restrict b, int n) {
 GL_INLINE float sumf(const float *restrict x, int n) {
     int i = 0;
 #if defined(__GNUC__)
-    v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (; i + 8 <= n; i += 8) acc += *(const v8f *)(x + i);
+    gl_v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (; i + 8 <= n; i += 8) acc += *(const gl_v8f *)(x + i);
 #else
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (; i + 8 <= n; i += 8)
@@ -164,7 +164,7 @@ GL_INLINE double dotd(const float *restrict a, const float *restrict b, int n) {
 GL_INLINE void scalef(float *restrict x, float a, int n) {
     int i = 0;
 #if defined(__GNUC__)
-    for (; i + 8 <= n; i += 8) *(v8f *)(x + i) *= a;
+    for (; i + 8 <= n; i += 8) *(gl_v8f *)(x + i) *= a;
 #endif
     for (; i < n; i++) x[i] *= a;
 }
@@ -850,7 +850,7 @@ GL_INLINE void pack_rows(float *restrict dst, const float *restrict src, size_t 
     for (int i = 0; i < n; i++, dst += D_CHUNK, src += lds) {
         int d = 0;
 #if defined(__GNUC__)
-        for (; d + 8 <= nd; d += 8) *(v8f *)(dst + d) = *(const v8f *)(src + d);
+        for (; d + 8 <= nd; d += 8) *(gl_v8f *)(dst + d) = *(const gl_v8f *)(src + d);
 #endif
         for (; d < nd; d++) dst[d] = src[d];
     }

@@ -43,22 +43,19 @@ ALWAYS_INLINE float exp_approx(float x) {
 }
 
 #if defined(__GNUC__)
-/* Eight float lanes as one vector (GCC/Clang vector extensions; x may be unaligned). The
- * compilers left the eight-lane loops below as scalar code, one lane after another (the
- * small preset's cross-entropy: 3.3 ms per step on two threads of the Intel Xeon of
- * docs/benchmarks.md); as vectors each lane is the same chain of the same float operations. */
-typedef float v8f __attribute__((vector_size(32), aligned(4), may_alias));
+/* The eight-lane loops below keep their lanes in gl_v8f vectors: the compilers left them as
+ * scalar code, one lane after another (the small preset's cross-entropy: 3.3 ms per step on
+ * two threads of the Intel Xeon of docs/benchmarks.md); as vectors each lane is the same
+ * chain of the same float operations. */
 typedef int v8i __attribute__((vector_size(32)));
-#endif
 
-#if defined(__GNUC__)
 /* m = x > m ? x : m, lane by lane (a macro: a function passing vectors by value would change
  * the ABI of the baseline build). */
-#define MAX_LANES(m, xv)                                                                        \
-    do {                                                                                        \
-        const v8f x_ = (xv);                                                                    \
-        const v8i gt_ = x_ > (m); /* all ones where x > m */                                    \
-        (m) = (v8f)(((v8i)x_ & gt_) | ((v8i)(m) & ~gt_));                                       \
+#define MAX_LANES(m, xv)                                                                           \
+    do {                                                                                           \
+        const gl_v8f x_ = (xv);                                                                    \
+        const v8i gt_ = x_ > (m); /* all ones where x > m */                                       \
+        (m) = (gl_v8f)(((v8i)x_ & gt_) | ((v8i)(m) & ~gt_));                                       \
     } while (0)
 #endif
 
@@ -69,16 +66,16 @@ ALWAYS_INLINE float row_max(const float *x, int V) {
     float m[8];
     int i = 0;
 #if defined(__GNUC__)
-    const v8f ninf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY,
+    const gl_v8f ninf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY,
                       -INFINITY, -INFINITY};
-    v8f m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+    gl_v8f m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
     for (; i + 32 <= V; i += 32) { /* four independent chains: a compare-blend has latency */
-        MAX_LANES(m0, *(const v8f *)(x + i));
-        MAX_LANES(m1, *(const v8f *)(x + i + 8));
-        MAX_LANES(m2, *(const v8f *)(x + i + 16));
-        MAX_LANES(m3, *(const v8f *)(x + i + 24));
+        MAX_LANES(m0, *(const gl_v8f *)(x + i));
+        MAX_LANES(m1, *(const gl_v8f *)(x + i + 8));
+        MAX_LANES(m2, *(const gl_v8f *)(x + i + 16));
+        MAX_LANES(m3, *(const gl_v8f *)(x + i + 24));
     }
-    for (; i + 8 <= V; i += 8) MAX_LANES(m0, *(const v8f *)(x + i));
+    for (; i + 8 <= V; i += 8) MAX_LANES(m0, *(const gl_v8f *)(x + i));
     MAX_LANES(m0, m1);
     MAX_LANES(m2, m3);
     MAX_LANES(m0, m2);
@@ -102,8 +99,8 @@ ALWAYS_INLINE double row_sum(const float *x, int V) {
         float s[8] = {0};
         int end = i + 512 <= V ? i + 512 : V - (V - i) % 8;
 #if defined(__GNUC__)
-        v8f sv = {0};
-        for (; i < end; i += 8) sv += *(const v8f *)(x + i);
+        gl_v8f sv = {0};
+        for (; i < end; i += 8) sv += *(const gl_v8f *)(x + i);
         memcpy(s, &sv, sizeof s);
 #else
         for (; i < end; i += 8)
@@ -133,10 +130,10 @@ ALWAYS_INLINE double row_sumexp(double *dot, const float *x, float m, float inv_
             e[k] = ek;
             ez[k] = ek * z;
         }
-        v8f sv = {0}, dv = {0};
+        gl_v8f sv = {0}, dv = {0};
         for (int k = 0; k < n; k += 8) {
-            sv += *(const v8f *)(e + k);
-            dv += *(const v8f *)(ez + k);
+            sv += *(const gl_v8f *)(e + k);
+            dv += *(const gl_v8f *)(ez + k);
         }
         memcpy(s, &sv, sizeof s);
         memcpy(d, &dv, sizeof d);

@@ -176,6 +176,8 @@ class GPT:
         trips through 500 MB of memory per step. Accumulating over several batches (gradient
         accumulation) needs the default.
         """
+        # the flag goes to C only when it is not the default, so that a _core built before it
+        # still takes the default step (benchmarks/ab_builds.py --zero-grad times such builds)
         mode = () if accumulate else (False,)
         if dlogits is None and dhidden is None:
             self._core.backward(None, None, *mode)
