@@ -62,6 +62,12 @@ void gl_sgemm_bias(int transA, int transB, int M, int N, int K, const float *A, 
 typedef float gl_v8f __attribute__((vector_size(32), aligned(4), may_alias));
 #endif
 
+/* Internal: `bytes` (0 counts as 1) of memory aligned to 64 bytes (a cache line, one AVX-512
+ * vector: rows that start on a line are read and written without split accesses), released
+ * with free(); NULL if memory runs out. From 2 MB on, aligned to 2 MB and backed by huge pages
+ * where the system offers them (Linux's transparent huge pages). */
+void *gl_alloc(size_t bytes);
+
 /* Internal: the calling thread's scratch buffer number `slot`, at least `bytes` long and
  * 64-byte aligned, kept and grown across calls (no allocation in steady state); NULL if
  * memory runs out. Slots 0 and 1: gl_sgemm's packed operands; GL_SCRATCH_COLSUMS: the

@@ -132,12 +132,8 @@ static void layout_params(gl_model *m) {
     m->num_params = off;
 }
 
-/* n floats, 64-byte aligned (a cache line, and one AVX-512 vector): GEMM tiles whose rows start
- * on a line boundary are read and written without split accesses (malloc gives 16 bytes). */
-static float *alloc_floats(size_t n) {
-    const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
-    return aligned_alloc(64, bytes ? bytes : 64);
-}
+/* n floats, 64-byte aligned, huge pages for large arenas (gl_alloc). */
+static float *alloc_floats(size_t n) { return gl_alloc(n * sizeof(float)); }
 
 static block_ptrs block_tensors(const gl_model *m, float *base, int l) {
     const size_t *o = &m->block_off[l * 12];
@@ -601,7 +597,7 @@ int gl_model_generate(gl_model *m, int32_t *tokens, float *logprobs, const int *
     if (max_new <= 0) return 0;
     kv_state s = {B, Tmax};
     const size_t cache = (size_t)L * B * Tmax * C, BC = (size_t)B * C;
-    float *buf = malloc((2 * cache + BC * 18 + 2 * (size_t)B + (size_t)B * V) * sizeof(float));
+    float *buf = alloc_floats(2 * cache + BC * 18 + 2 * (size_t)B + (size_t)B * V);
     s.work = malloc((size_t)V * sizeof(scored));
     int *pos = malloc((size_t)B * sizeof(int)), *done = calloc((size_t)B, sizeof(int));
     int32_t *cur = malloc((size_t)B * sizeof(int32_t));

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -229,6 +230,45 @@ def test_params_are_views_named_like_hugging_face():
     m.params["ln_f.bias"][...] = 0.5  # writing into a view changes the model
     assert not np.allclose(before, m.forward(idx))
     assert all(not p.flags.owndata for p in m.params.values())
+
+
+def _mapping_fields(address: int) -> dict:
+    """The fields of /proc/self/smaps for the mapping that holds `address`."""
+    fields, inside = {}, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):  # a mapping's first line
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                if inside:
+                    break
+                inside = lo <= address < hi
+            elif inside:
+                fields[head.rstrip(":")] = line.split()[1]
+    return fields
+
+
+def test_arenas_are_aligned_and_large_ones_ask_for_huge_pages():
+    """The parameter and gradient arenas start on a cache line; from 2 MB on they start on a
+    2 MB boundary and are marked for transparent huge pages (a pass over gpt2's gradients
+    otherwise walks the page tables for each of 121K pages of 4 KB)."""
+    small = gl.GPT(gl.GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=12))
+    large = gl.GPT(gl.GPTConfig.preset("small", vocab_size=2048))  # 8.8 MB of parameters
+    assert large._param_flat.nbytes >= 2 << 20
+    for m in (small, large):
+        for flat in (m._param_flat, m._grad_flat):
+            address = flat.__array_interface__["data"][0]
+            assert address % 64 == 0
+            if flat.nbytes >= 2 << 20:
+                assert address % (2 << 20) == 0
+    thp = "/sys/kernel/mm/transparent_hugepage/enabled"
+    if not os.path.exists(thp) or "[never]" in open(thp).read():
+        pytest.skip("no transparent huge pages on this system")
+    for flat in (large._param_flat, large._grad_flat):
+        fields = _mapping_fields(flat.__array_interface__["data"][0])
+        if "THPeligible" not in fields:
+            pytest.skip("this kernel's smaps has no THPeligible field")
+        assert fields["THPeligible"] == "1"
 
 
 def test_same_seed_same_weights_and_gpt2_init_statistics():
