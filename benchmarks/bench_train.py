@@ -381,7 +381,11 @@ def kernel_breakdown(cfg: dict, B: int, T: int, reps: int = 5) -> dict:
     ops = [("embedding", "embedding fwd", lambda: _core.embedding_forward(idx, wte, wpe), 1),
            ("embedding", "embedding bwd", lambda: _core.embedding_backward(dwte, dwpe, x.reshape(
                B, T, C), idx), 1),
-           ("layernorm", "layernorm fwd", lambda: _core.layernorm_forward(x, w, b), 2 * L + 1),
+           ("layernorm", "layernorm fwd", lambda: _core.layernorm_forward(x, w, b), 1),
+           # a block's residual sums, each with the layernorm that reads it (ln_2, then the
+           # next block's ln_1 or ln_f)
+           ("layernorm", "residual+layernorm fwd", lambda: _core.residual_layernorm_forward(
+               x, x, w, b), 2 * L),
            ("layernorm", "layernorm bwd", lambda: _core.layernorm_backward(
                dx, dwc, dbc, x, x, w, mean, rstd), 2 * L + 1),
            ("attention", "attention fwd", lambda: _core.attention_forward(qkv, NH), L),
@@ -389,7 +393,6 @@ def kernel_breakdown(cfg: dict, B: int, T: int, reps: int = 5) -> dict:
                dqkv, datt, qkv, att, lse, NH, False), L),
            ("gelu", "gelu fwd", lambda: _core.gelu_forward(h), L),
            ("gelu", "gelu bwd", lambda: _core.gelu_backward(dh, h, h, False), L),
-           ("residual", "residual fwd", lambda: _core.residual_forward(x, x), 2 * L),
            # the step's one pass: loss, and the gradient written over the logits (timed on
            # its own output after the first call: finite values, the same work)
            ("cross-entropy", "cross-entropy fwd+bwd", lambda: _core.crossentropy_forward_backward(

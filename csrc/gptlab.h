@@ -109,6 +109,11 @@ void gl_embedding_backward(float *dwte, float *dwpe, const float *dout, const in
  * x, out: (N, C); w, b: (C); mean, rstd: (N), saved for the backward pass. */
 void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
                           const float *b, int N, int C);
+/* res = a + b, then out = layernorm(res) as gl_layernorm_forward (the same bits as the two
+ * calls) in one pass: a block's residual sum and the layernorm after it. res may be a. */
+void gl_residual_layernorm_forward(float *res, float *out, float *mean, float *rstd,
+                                   const float *a, const float *b, const float *w,
+                                   const float *bias, int N, int C);
 /* Gradients of gl_layernorm_forward. dx: (N,C) accumulates; dw, db: (C) accumulate when
  * `accumulate`, else are written (no zeroing needed first). */
 void gl_layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x,

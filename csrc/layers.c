@@ -308,6 +308,21 @@ GL_INLINE void layernorm_forward_rows(float *restrict out, float *restrict mean,
     }
 }
 
+/* Rows [n0, n1) of gl_residual_layernorm_forward: each row's sum res = a + b, then its
+ * layernorm while the row is in L1. res may be a (the decode step adds in place), so neither
+ * is restrict. */
+GL_INLINE void residual_layernorm_rows(float *res, float *restrict out, float *restrict mean,
+                                       float *restrict rstd, const float *a,
+                                       const float *restrict b, const float *restrict w,
+                                       const float *restrict bias, int n0, int n1, int C) {
+    for (int n = n0; n < n1; n++) {
+        float *r = res + (size_t)n * C;
+        const float *ar = a + (size_t)n * C, *restrict br = b + (size_t)n * C;
+        for (int c = 0; c < C; c++) r[c] = ar[c] + br[c];
+        layernorm_forward_rows(out, mean, rstd, res, w, bias, n, n + 1, C);
+    }
+}
+
 /* Rows [n0, n1) of dx in gl_layernorm_backward. */
 GL_INLINE void layernorm_backward_rows(float *restrict dx, const float *restrict dout,
                                        const float *restrict x, const float *restrict w,
@@ -378,6 +393,8 @@ GL_INLINE void layernorm_backward_partials(double *restrict pw, double *restrict
 typedef struct {
     void (*forward_rows)(float *, float *, float *, const float *, const float *, const float *,
                          int, int, int);
+    void (*residual_rows)(float *, float *, float *, float *, const float *, const float *,
+                          const float *, const float *, int, int, int);
     void (*backward_rows)(float *, const float *, const float *, const float *, const float *,
                           const float *, int, int, int);
     void (*backward_partials)(double *, double *, const float *, const float *, const float *,
@@ -388,6 +405,11 @@ typedef struct {
     attr static void ln_fwd_##suffix(float *out, float *mean, float *rstd, const float *x,     \
                                      const float *w, const float *b, int n0, int n1, int C) {  \
         layernorm_forward_rows(out, mean, rstd, x, w, b, n0, n1, C);                           \
+    }                                                                                          \
+    attr static void ln_res_##suffix(float *res, float *out, float *mean, float *rstd,         \
+                                     const float *a, const float *b, const float *w,           \
+                                     const float *bias, int n0, int n1, int C) {               \
+        residual_layernorm_rows(res, out, mean, rstd, a, b, w, bias, n0, n1, C);               \
     }                                                                                          \
     attr static void ln_bwd_rows_##suffix(float *dx, const float *dout, const float *x,        \
                                           const float *w, const float *mean,                   \
@@ -400,8 +422,8 @@ typedef struct {
                                           int nc) {                                            \
         layernorm_backward_partials(pw, pb, dout, x, mean, rstd, n0, n1, C, c0, nc);           \
     }                                                                                          \
-    static const layernorm_ops ln_ops_##suffix = {ln_fwd_##suffix, ln_bwd_rows_##suffix,       \
-                                                  ln_bwd_part_##suffix};
+    static const layernorm_ops ln_ops_##suffix = {ln_fwd_##suffix, ln_res_##suffix,            \
+                                                  ln_bwd_rows_##suffix, ln_bwd_part_##suffix};
 LAYERNORM_BUILD(portable, )
 #if GL_X86
 LAYERNORM_BUILD(avx2, GL_AVX2)
@@ -426,6 +448,21 @@ void gl_layernorm_forward(float *out, float *mean, float *rstd, const float *x, 
 #pragma omp parallel for schedule(static) if ((size_t)N * C >= GL_PAR_MIN)
     for (int it = 0; it < items; it++)
         ops->forward_rows(out, mean, rstd, x, w, b, it * LN_ROWS, imin(N, (it + 1) * LN_ROWS), C);
+}
+
+/* res = a + b and out = layernorm(res), (N,C) each (mean, rstd (N)): a transformer block's
+ * residual sum and the layernorm that reads it, in one pass -- the row is normalised while it
+ * is in L1, instead of being written and read back from memory by a second parallel region.
+ * The same bits as gl_residual_forward, then gl_layernorm_forward. res may be a. */
+void gl_residual_layernorm_forward(float *res, float *out, float *mean, float *rstd,
+                                   const float *a, const float *b, const float *w,
+                                   const float *bias, int N, int C) {
+    const layernorm_ops *ops = layernorm_build();
+    const int items = (N + LN_ROWS - 1) / LN_ROWS;
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= GL_PAR_MIN)
+    for (int it = 0; it < items; it++)
+        ops->residual_rows(res, out, mean, rstd, a, b, w, bias, it * LN_ROWS,
+                           imin(N, (it + 1) * LN_ROWS), C);
 }
 
 /* With norm = (x - mean) * rstd and g = dout * w (the gradient reaching norm):

@@ -334,24 +334,38 @@ void gl_model_forward(gl_model *m, const int32_t *idx, int B, int T, int with_lo
     m->T = T;
     if (m->idx != idx) memcpy(m->idx, idx, (size_t)N * sizeof(int32_t));
     gl_embedding_forward(m->encoded, idx, m->params + m->wte, m->params + m->wpe, B, T, C);
-    const float *x = m->encoded; /* (N,C) input of the current block */
+    const float *lnfw = m->params + m->lnfw, *lnfb = m->params + m->lnfb;
+    if (L > 0) {
+        block_ptrs w = block_tensors(m, m->params, 0);
+        block_acts *a = &m->blocks[0];
+        gl_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, m->encoded, w.ln1w, w.ln1b, N, C);
+    } else {
+        gl_layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, m->encoded, lnfw, lnfb, N, C);
+    }
+    const float *x = m->encoded; /* (N,C) input of the current block; its ln1 is done */
     for (int l = 0; l < L; l++) {
         block_ptrs w = block_tensors(m, m->params, l);
         block_acts *a = &m->blocks[l];
-        gl_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, w.ln1w, w.ln1b, N, C);
         gl_matmul_forward(a->qkv, a->ln1, w.qkvw, w.qkvb, N, C, 3 * C);
         gl_attention_forward(a->atty, a->lse, a->qkv, B, T, C, NH);
         gl_matmul_forward(m->scratch, a->atty, w.projw, w.projb, N, C, C);
-        gl_residual_forward(a->res2, x, m->scratch, (size_t)N * C);
-        gl_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, w.ln2w, w.ln2b, N, C);
+        gl_residual_layernorm_forward(a->res2, a->ln2, a->ln2_mean, a->ln2_rstd, x, m->scratch,
+                                      w.ln2w, w.ln2b, N, C);
         gl_matmul_forward(a->fch, a->ln2, w.fcw, w.fcb, N, C, 4 * C);
         gl_gelu_forward(a->fch_gelu, a->fch, (size_t)N * 4 * C);
         gl_matmul_forward(m->scratch, a->fch_gelu, w.fcprojw, w.fcprojb, N, 4 * C, C);
-        gl_residual_forward(a->res3, a->res2, m->scratch, (size_t)N * C);
+        /* res3 and the layernorm that reads it: the next block's ln1, or ln_f after the last */
+        if (l + 1 < L) {
+            block_ptrs wn = block_tensors(m, m->params, l + 1);
+            block_acts *an = &m->blocks[l + 1];
+            gl_residual_layernorm_forward(a->res3, an->ln1, an->ln1_mean, an->ln1_rstd, a->res2,
+                                          m->scratch, wn.ln1w, wn.ln1b, N, C);
+        } else {
+            gl_residual_layernorm_forward(a->res3, m->lnf, m->lnf_mean, m->lnf_rstd, a->res2,
+                                          m->scratch, lnfw, lnfb, N, C);
+        }
         x = a->res3;
     }
-    gl_layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, x, m->params + m->lnfw,
-                         m->params + m->lnfb, N, C);
     m->have_logits = with_logits;
     if (with_logits) /* tied LM head: logits = lnf @ wte^T */
         gl_sgemm(0, 1, N, V, C, 1.0f, m->lnf, C, m->params + m->wte, C, 0.0f, m->logits, V);
@@ -560,9 +574,16 @@ static void decode_step(gl_model *m, kv_state *s, const int32_t *tok, const int 
     for (int b = 0; b < B; b++)
         for (int i = 0; i < C; i++)
             s->x[(size_t)b * C + i] = wte[(size_t)tok[b] * C + i] + wpe[(size_t)pos[b] * C + i];
-    for (int l = 0; l < m->cfg.n_layer; l++) {
-        block_ptrs w = block_tensors(m, m->params, l);
+    const int L = m->cfg.n_layer;
+    const float *lnfw = m->params + m->lnfw, *lnfb = m->params + m->lnfb;
+    if (L > 0) {
+        block_ptrs w = block_tensors(m, m->params, 0);
         gl_layernorm_forward(s->ln, s->mean, s->rstd, s->x, w.ln1w, w.ln1b, B, C);
+    } else {
+        gl_layernorm_forward(s->ln, s->mean, s->rstd, s->x, lnfw, lnfb, B, C);
+    }
+    for (int l = 0; l < L; l++) { /* s->ln holds the block's ln1 */
+        block_ptrs w = block_tensors(m, m->params, l);
         gl_matmul_forward(s->qkv, s->ln, w.qkvw, w.qkvb, B, C, 3 * C);
         for (int b = 0; b < B; b++) {
             memcpy(kv_at(m, s, s->kc, l, b, pos[b]), s->qkv + (size_t)b * 3 * C + C, C * sizeof(float));
@@ -570,15 +591,16 @@ static void decode_step(gl_model *m, kv_state *s, const int32_t *tok, const int 
         }
         attention_decode(m, s, l, pos);
         gl_matmul_forward(s->tmp, s->atty, w.projw, w.projb, B, C, C);
-        gl_residual_forward(s->x, s->x, s->tmp, (size_t)B * C);
-        gl_layernorm_forward(s->ln, s->mean, s->rstd, s->x, w.ln2w, w.ln2b, B, C);
+        gl_residual_layernorm_forward(s->x, s->ln, s->mean, s->rstd, s->x, s->tmp, w.ln2w, w.ln2b,
+                                      B, C);
         gl_matmul_forward(s->h, s->ln, w.fcw, w.fcb, B, C, 4 * C);
         gl_gelu_forward(s->hg, s->h, (size_t)B * 4 * C);
         gl_matmul_forward(s->tmp, s->hg, w.fcprojw, w.fcprojb, B, 4 * C, C);
-        gl_residual_forward(s->x, s->x, s->tmp, (size_t)B * C);
+        const int last = l + 1 == L; /* the next layernorm: block l + 1's ln1, or ln_f */
+        const block_ptrs wn = block_tensors(m, m->params, last ? l : l + 1);
+        gl_residual_layernorm_forward(s->x, s->ln, s->mean, s->rstd, s->x, s->tmp,
+                                      last ? lnfw : wn.ln1w, last ? lnfb : wn.ln1b, B, C);
     }
-    gl_layernorm_forward(s->ln, s->mean, s->rstd, s->x, m->params + m->lnfw, m->params + m->lnfb,
-                         B, C);
     gl_sgemm(0, 1, B, V, C, 1.0f, s->ln, C, wte, C, 0.0f, s->logits, V);
 }
 

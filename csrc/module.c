@@ -370,6 +370,41 @@ static PyObject *py_layernorm_forward(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NNN)", out, mean, rstd);
 }
 
+/* residual_layernorm_forward(a, x, w, b) -> (res, out, mean, rstd): res = a + x, then
+ * layernorm_forward(res, w, b). */
+static PyObject *py_residual_layernorm_forward(PyObject *self, PyObject *args) {
+    PyObject *oa, *ox, *ow, *ob;
+    if (!PyArg_ParseTuple(args, "OOOO", &oa, &ox, &ow, &ob)) return NULL;
+    PyArrayObject *a = arr_check(oa, "a", NPY_FLOAT32, -1, 0);
+    if (!a) return NULL;
+    PyArrayObject *x = arr_check(ox, "x", NPY_FLOAT32, -1, 0);
+    if (!x || shape_like(x, "x", a, "a")) return NULL;
+    PyArrayObject *w = arr_check(ow, "w", NPY_FLOAT32, 1, 0);
+    if (!w) return NULL;
+    PyArrayObject *b = arr_check(ob, "b", NPY_FLOAT32, 1, 0);
+    if (!b) return NULL;
+    int N, C;
+    if (rows_cols(a, "a", &N, &C) || dim_check(w, "w", 0, C) || dim_check(b, "b", 0, C))
+        return NULL;
+    int nd = PyArray_NDIM(a);
+    PyArrayObject *res = new_f32(nd, PyArray_DIMS(a));
+    PyArrayObject *out = new_f32(nd, PyArray_DIMS(a));
+    PyArrayObject *mean = new_f32(nd - 1, PyArray_DIMS(a));
+    PyArrayObject *rstd = new_f32(nd - 1, PyArray_DIMS(a));
+    if (!res || !out || !mean || !rstd) {
+        Py_XDECREF(res);
+        Py_XDECREF(out);
+        Py_XDECREF(mean);
+        Py_XDECREF(rstd);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    gl_residual_layernorm_forward(F32(res), F32(out), F32(mean), F32(rstd), F32(a), F32(x),
+                                  F32(w), F32(b), N, C);
+    Py_END_ALLOW_THREADS;
+    return Py_BuildValue("(NNNN)", res, out, mean, rstd);
+}
+
 /* layernorm_backward(dx, dw, db, dout, x, w, mean, rstd): dx, dw, db accumulate. */
 static PyObject *py_layernorm_backward(PyObject *self, PyObject *args) {
     PyObject *odx, *odw, *odb, *od, *ox, *ow, *om, *or;
@@ -2220,6 +2255,10 @@ static PyMethodDef core_methods[] = {
     {"layernorm_forward", py_layernorm_forward, METH_VARARGS,
      "layernorm_forward(x, w, b) -> (out, mean, rstd): LayerNorm over the last axis, eps 1e-5,\n"
      "biased variance. x (...,C); w, b (C,); out like x; mean, rstd x.shape[:-1]."},
+    {"residual_layernorm_forward", py_residual_layernorm_forward, METH_VARARGS,
+     "residual_layernorm_forward(a, x, w, b) -> (res, out, mean, rstd): res = a + x, then\n"
+     "layernorm_forward(res, w, b), in one pass (a block's residual sum and the layernorm\n"
+     "after it). a, x (...,C); w, b (C,); res, out like a; mean, rstd a.shape[:-1]."},
     {"layernorm_backward", py_layernorm_backward, METH_VARARGS,
      "layernorm_backward(dx, dw, db, dout, x, w, mean, rstd, accumulate=True) -> None:\n"
      "ACCUMULATES (+=) the gradients into dx (like x), dw, db (C,); mean, rstd from\n"

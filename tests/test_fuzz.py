@@ -192,6 +192,12 @@ def _core_campaign(n_examples: int) -> None:  # noqa: C901 -- one table of every
         L, C = lead(d), dim(d, 1)
         return _core.layernorm_forward, [floats(d, L + (C,)), floats(d, (C,)), floats(d, (C,))]
 
+    def b_ln_res(d):
+        L, C = lead(d), dim(d, 1)
+        x = L + (C,)
+        return _core.residual_layernorm_forward, [floats(d, x), floats(d, x), floats(d, (C,)),
+                                                  floats(d, (C,))]
+
     def b_ln_b(d):
         L, C = lead(d), dim(d, 1)
         x = L + (C,)
@@ -422,12 +428,12 @@ def _core_campaign(n_examples: int) -> None:  # noqa: C901 -- one table of every
             return model.init_weights, [scalar(d, 3)]
         return getattr(model, f), []
 
-    builders = [b_sgemm, b_emb_f, b_emb_b, b_ln_f, b_ln_b, b_mm_f, b_mm_b, b_att_f, b_att_b,
-                b_gelu_f, b_gelu_b, b_res_f, b_res_b, b_head_f, b_head_b, b_ce_f, b_ce_b, b_lp_f,
-                b_lp_b, b_rank_f, b_rank_b, b_ppo_f, b_ppo_b, b_val_f, b_val_b, b_kl_f, b_kl_b,
-                b_dpo_f, b_dpo_b, b_adamw, b_sumsq, b_scale, b_cos, b_threads, b_isa, b_bpe_new,
-                b_bpe_encode, b_bpe_batch, b_bpe_decode, b_bpe_misc, b_trainer, b_model_new,
-                b_m_forward, b_m_loss, b_m_backward, b_m_generate, b_m_misc]
+    builders = [b_sgemm, b_emb_f, b_emb_b, b_ln_f, b_ln_res, b_ln_b, b_mm_f, b_mm_b, b_att_f,
+                b_att_b, b_gelu_f, b_gelu_b, b_res_f, b_res_b, b_head_f, b_head_b, b_ce_f, b_ce_b,
+                b_lp_f, b_lp_b, b_rank_f, b_rank_b, b_ppo_f, b_ppo_b, b_val_f, b_val_b, b_kl_f,
+                b_kl_b, b_dpo_f, b_dpo_b, b_adamw, b_sumsq, b_scale, b_cos, b_threads, b_isa,
+                b_bpe_new, b_bpe_encode, b_bpe_batch, b_bpe_decode, b_bpe_misc, b_trainer,
+                b_model_new, b_m_forward, b_m_loss, b_m_backward, b_m_generate, b_m_misc]
     trace = os.environ.get("GPTLAB_FUZZ_TRACE")
 
     @settings(max_examples=n_examples, deadline=None, database=None, derandomize=DERANDOMIZE,

@@ -437,6 +437,33 @@ def test_residual_adds_and_backward_accumulates_into_both(n):
     assert np.array_equal(da, da0 + dout) and np.array_equal(db, db0 + dout)
 
 
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("N,C", [(1, 1), (7, 17), (17, 63), (65, 65), (1000, 65), (3, 1024)])
+def test_residual_layernorm_is_the_residual_then_the_layernorm(isa, N, C):
+    """The fused residual + layernorm of the forward pass: res = a + x, then layernorm(res),
+    bit for bit what the two kernels give one after the other on the same ISA path, and close
+    to the float64 reference of layernorm(a + x)."""
+    if isa not in ("portable", *SIMD_ISAS):
+        pytest.skip(f"{isa} not available on this CPU")
+    rng = np.random.default_rng(N * 31 + C)
+    a, x = f32(rng, 2, N, C), f32(rng, 2, N, C, scale=3.0) + np.float32(2.0)
+    w, b = f32(rng, C), f32(rng, C)
+    _core.gemm_set_isa(isa)
+    try:
+        res, out, mean, rstd = _core.residual_layernorm_forward(a, x, w, b)
+        want_res = _core.residual_forward(a, x)
+        want = _core.layernorm_forward(want_res, w, b)
+    finally:
+        _core.gemm_set_isa("auto")
+    assert res.shape == out.shape == (2, N, C) and mean.shape == rstd.shape == (2, N)
+    assert np.array_equal(res, want_res)
+    for got, ref in zip((out, mean, rstd), want):
+        assert np.array_equal(got, ref)
+    ref = ref_layernorm(a.astype(np.float64) + x, w.astype(np.float64), b.astype(np.float64))
+    for got, r, name in zip((out, mean, rstd), ref, ("out", "mean", "rstd")):
+        assert_close(got, r, what=name)
+
+
 @pytest.mark.parametrize("N,C", [(1, 1), (7, 17), (65, 63), (17, 65), (3, 1024)])
 def test_scalar_head_matches_reference_and_accumulates(N, C):
     rng = np.random.default_rng(N * 131 + C)
@@ -799,6 +826,7 @@ def _bad_cases():
         (TypeError, _core.attention_forward, (qkv.astype(np.float64), 2)),
         (TypeError, _core.gelu_forward, (x.astype(np.int32),)),
         (TypeError, _core.residual_forward, (x, x.astype(np.float64))),
+        (TypeError, _core.residual_layernorm_forward, (x, x.astype(np.float64), w, b)),
         (TypeError, _core.scalar_head_forward, (x, w, [0.0])),
         # wrong rank or shape
         (ValueError, _core.layernorm_forward, (z((), np.float32), w, b)),
@@ -837,6 +865,9 @@ def _bad_cases():
         (ValueError, _core.gelu_backward, (z_like(x), x, z((4, 3), np.float32))),
         (ValueError, _core.gelu_forward, (np.zeros((8, 8), np.float32)[:, ::2],)),  # strided
         (ValueError, _core.residual_forward, (x, z((4, 3), np.float32))),
+        (ValueError, _core.residual_layernorm_forward, (x, z((4, 3), np.float32), w, b)),
+        (ValueError, _core.residual_layernorm_forward, (x, x, z(5, np.float32), b)),
+        (ValueError, _core.residual_layernorm_forward, (x, x, w, z((4, 1), np.float32))),
         (ValueError, _core.residual_backward, (ro, z_like(x), x)),
         (ValueError, _core.scalar_head_forward, (x, w, z(2, np.float32))),
         (ValueError, _core.scalar_head_backward, (None, z_like(w), z(1, np.float32),
