@@ -60,6 +60,8 @@ void gl_sgemm_bias(int transA, int transB, int M, int N, int K, const float *A, 
  * (aligned(4), may_alias: any float address), for loops the compilers would not vectorise on
  * their own; elementwise, so it computes what the scalar loop it replaces does. */
 typedef float gl_v8f __attribute__((vector_size(32), aligned(4), may_alias));
+/* ... and of 8 doubles, for sums of floats taken in double (one conversion of a gl_v8f). */
+typedef double gl_v8d __attribute__((vector_size(64)));
 #endif
 
 /* Internal: `bytes` (0 counts as 1) of memory aligned to 64 bytes (a cache line, one AVX-512

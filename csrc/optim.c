@@ -100,17 +100,13 @@ void gl_adamw_update(float *p, float *m, float *v, const float *g, float lr, flo
  * square of a float is exact in double, so only the adds round. Four double lanes, as this
  * was, made a chain of dependent adds: gpt2's 124M gradients took 55 ms on two threads of the
  * Intel Xeon of docs/benchmarks.md (a streaming read of them: 19 ms); these lanes: 23 ms. */
-#if defined(__GNUC__)
-typedef double v8d __attribute__((vector_size(64)));
-#endif
-
 GL_CLONES static double sumsq_range(const float *x, size_t lo, size_t hi) {
     size_t i = lo;
 #if defined(__GNUC__)
-    v8d s[4] = {{0}};
+    gl_v8d s[4] = {{0}};
     for (; i + 32 <= hi; i += 32)
         for (int j = 0; j < 4; j++) {
-            const v8d a = __builtin_convertvector(*(const gl_v8f *)(x + i + 8 * j), v8d);
+            const gl_v8d a = __builtin_convertvector(*(const gl_v8f *)(x + i + 8 * j), gl_v8d);
             s[j] += a * a;
         }
 #else
