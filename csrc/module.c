@@ -341,19 +341,24 @@ static PyObject *py_embedding_backward(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The weight and bias of a layernorm over x's last axis: float32 vectors of its size C; N is
+ * the number of rows. Returns -1 with the error set. */
+static int layernorm_params(PyObject *ow, PyObject *ob, PyArrayObject *x, const char *xname,
+                            PyArrayObject **w, PyArrayObject **b, int *N, int *C) {
+    if (!(*w = arr_check(ow, "w", NPY_FLOAT32, 1, 0))) return -1;
+    if (!(*b = arr_check(ob, "b", NPY_FLOAT32, 1, 0))) return -1;
+    if (rows_cols(x, xname, N, C) || dim_check(*w, "w", 0, *C) || dim_check(*b, "b", 0, *C))
+        return -1;
+    return 0;
+}
+
 /* layernorm_forward(x, w, b) -> (out, mean, rstd). */
 static PyObject *py_layernorm_forward(PyObject *self, PyObject *args) {
     PyObject *ox, *ow, *ob;
     if (!PyArg_ParseTuple(args, "OOO", &ox, &ow, &ob)) return NULL;
-    PyArrayObject *x = arr_check(ox, "x", NPY_FLOAT32, -1, 0);
-    if (!x) return NULL;
-    PyArrayObject *w = arr_check(ow, "w", NPY_FLOAT32, 1, 0);
-    if (!w) return NULL;
-    PyArrayObject *b = arr_check(ob, "b", NPY_FLOAT32, 1, 0);
-    if (!b) return NULL;
+    PyArrayObject *x = arr_check(ox, "x", NPY_FLOAT32, -1, 0), *w, *b;
     int N, C;
-    if (rows_cols(x, "x", &N, &C) || dim_check(w, "w", 0, C) || dim_check(b, "b", 0, C))
-        return NULL;
+    if (!x || layernorm_params(ow, ob, x, "x", &w, &b, &N, &C)) return NULL;
     int nd = PyArray_NDIM(x);
     PyArrayObject *out = new_f32(nd, PyArray_DIMS(x));
     PyArrayObject *mean = new_f32(nd - 1, PyArray_DIMS(x));
@@ -377,15 +382,10 @@ static PyObject *py_residual_layernorm_forward(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOO", &oa, &ox, &ow, &ob)) return NULL;
     PyArrayObject *a = arr_check(oa, "a", NPY_FLOAT32, -1, 0);
     if (!a) return NULL;
-    PyArrayObject *x = arr_check(ox, "x", NPY_FLOAT32, -1, 0);
+    PyArrayObject *x = arr_check(ox, "x", NPY_FLOAT32, -1, 0), *w, *b;
     if (!x || shape_like(x, "x", a, "a")) return NULL;
-    PyArrayObject *w = arr_check(ow, "w", NPY_FLOAT32, 1, 0);
-    if (!w) return NULL;
-    PyArrayObject *b = arr_check(ob, "b", NPY_FLOAT32, 1, 0);
-    if (!b) return NULL;
     int N, C;
-    if (rows_cols(a, "a", &N, &C) || dim_check(w, "w", 0, C) || dim_check(b, "b", 0, C))
-        return NULL;
+    if (layernorm_params(ow, ob, a, "a", &w, &b, &N, &C)) return NULL;
     int nd = PyArray_NDIM(a);
     PyArrayObject *res = new_f32(nd, PyArray_DIMS(a));
     PyArrayObject *out = new_f32(nd, PyArray_DIMS(a));
