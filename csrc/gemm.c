@@ -1124,7 +1124,7 @@ typedef struct {
     float *apack; /* packed A, MR-tall micro-panels (gemm_loops: loops_apack_floats) */
     float *bpack; /* B panel: KC x round_up(min(N, NC), NR), NR-wide micro-panels */
     atomic_int *ready; /* gemm_whole only: one flag per packing unit, set once it is packed */
-    atomic_int *finished; /* gemm_whole only: threads done with their work items */
+    atomic_int *finished; /* team_barrier's count of arrivals (gemm_whole, gemm_loops) */
     int nth; /* threads planned for (the team may be smaller) */
     const float *bias; /* gl_sgemm_bias: N floats added to every row of C (then beta == 0) */
     int a_in_place; /* gemm_whole reads A where it lies (d->kernel_in_place): nothing packs it */
@@ -1262,6 +1262,24 @@ static size_t loops_apack_floats(const isa_desc *d, int M, int K, int nth) {
     return (size_t)nth * own_a_floats(d, mt, nmb, K);
 }
 
+/* A barrier spun here instead of in libgomp: a thread done with its share counts itself in
+ * `arrived` and spins (yielding the core now and then) until all `team` threads have, for the
+ * round-th time (the count only grows: round r waits for r * team arrivals, so one counter
+ * serves every barrier of a product). The others are finishing their last work now, but that
+ * can outlast libgomp's spin (GOMP_SPINCOUNT, ~20-40 us), after which a waiting thread sleeps
+ * and costs a wake-up (~30-50 us on the Zen VMs, 65-113 us on the Intel Xeon of
+ * docs/benchmarks.md) -- and a late thread then finds the next region's partner asleep in
+ * turn, so short products can fall into a mode where every call pays both. */
+static void team_barrier(atomic_int *arrived, int team, int round) {
+    atomic_fetch_add_explicit(arrived, 1, memory_order_acq_rel);
+    for (int spins = 0; atomic_load_explicit(arrived, memory_order_acquire) < round * team;
+         spins++)
+        if ((spins & 255) == 255) GL_YIELD();
+}
+
+/* The end of a parallel region, spun: the one barrier of gemm_whole. */
+static void team_settle(atomic_int *arrived, int team) { team_barrier(arrived, team, 1); }
+
 /* The loops around the micro-kernel, run by every thread of the team (or by the caller alone:
  * the worksharing loops then run all their iterations). For each KC slice the team packs the
  * B panel together and waits for it; then each work item -- a block of tile rows, all the
@@ -1270,8 +1288,11 @@ static size_t loops_apack_floats(const isa_desc *d, int M, int K, int nth) {
  * no wait between packing A and using it). Where items share rows (few rows, many threads),
  * the team packs A once beside B instead. Packing and work items are handed out dynamically;
  * which thread computes a tile never changes its value, because every tile sums k in the same
- * order, so results are bitwise reproducible for any thread count. */
-static void gemm_loops(const gemm_job *g) {
+ * order, so results are bitwise reproducible for any thread count. The team waits for itself
+ * after the packing and after the multiplication of each slice in team_barrier, not in
+ * libgomp's barrier, where a thread that waits past its spin sleeps: the small step's two
+ * products with K = 2048 (the lm head's dx and dW) slept about 50 times per step. */
+static void gemm_loops(const gemm_job *g, int team) {
     const isa_desc *d = g->d;
     const int MR = d->mr, NR = d->nr, M = g->M, N = g->N, K = g->K, mt = ceil_div(M, MR);
 #ifdef _OPENMP
@@ -1280,6 +1301,7 @@ static void gemm_loops(const gemm_job *g) {
     const int thread = 0;
 #endif
     float *const mine_b = g->own_b ? g->bpack + thread * own_b_floats(d, K) : NULL; /* own_b */
+    int round = 0; /* of team_barrier */
     for (int jc = 0; jc < N; jc += d->nc) {
         const int nc = min_int(d->nc, N - jc), np = ceil_div(nc, NR);
         int nmb = 1, nnb = ceil_div(np, OWN_B_PANELS); /* own_b: items of columns */
@@ -1292,7 +1314,7 @@ static void gemm_loops(const gemm_job *g) {
              * PACK_GROUP panels */
             const int nga = own_a ? 0 : ceil_div(mt, PACK_GROUP);
             const int ngroups = nga + (g->own_b ? 0 : ceil_div(np, PACK_GROUP));
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, 1) nowait
             for (int t = 0; t < ngroups; t++) {
                 if (t < nga) {
                     const int t0 = t * PACK_GROUP, n = min_int(PACK_GROUP, mt - t0);
@@ -1302,9 +1324,10 @@ static void gemm_loops(const gemm_job *g) {
                     pack_panels(g, 1, g->bpack + (size_t)p0 * NR * kc, pc, kc, jc + p0 * NR, n);
                 }
             }
+            team_barrier(g->finished, team, ++round);
             /* multiply: item (b, c) covers tile rows [r0, r1) and panels [p0, p1);
              * panels outside, tile rows inside, so a B micro-panel stays in L1 */
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, 1) nowait
             for (int item = 0; item < nmb * nnb; item++) {
                 const int b = item / nnb, c = item % nnb;
                 const int r0 = mt * b / nmb, r1 = mt * (b + 1) / nmb;
@@ -1329,6 +1352,7 @@ static void gemm_loops(const gemm_job *g) {
                              beta, bias);
                 }
             }
+            team_barrier(g->finished, team, ++round); /* before the panels are packed again */
         }
     }
 }
@@ -1413,18 +1437,6 @@ static whole_plan plan_whole(const gemm_job *g) {
  * then in case that thread is waiting for one. */
 static void wait_packed(const gemm_job *g, int u) {
     for (int spins = 0; !atomic_load_explicit(&g->ready[u], memory_order_acquire); spins++)
-        if ((spins & 255) == 255) GL_YIELD();
-}
-
-/* The end of a parallel region, spun here instead of in libgomp's barrier: a thread done
- * with its share counts itself in `arrived` and spins (yielding the core now and then) until
- * all `team` threads have. The others are finishing their last work now, but that can outlast
- * libgomp's spin (GOMP_SPINCOUNT, ~20-40 us), after which a waiting thread sleeps and costs a
- * wake-up (~30-50 us on the VM) -- and a late thread then finds the next region's partner
- * asleep in turn, so short products can fall into a mode where every call pays both. */
-static void team_settle(atomic_int *arrived, int team) {
-    atomic_fetch_add_explicit(arrived, 1, memory_order_acq_rel);
-    for (int spins = 0; atomic_load_explicit(arrived, memory_order_acquire) < team; spins++)
         if ((spins & 255) == 255) GL_YIELD();
 }
 
@@ -1724,6 +1736,8 @@ static void sgemm_run(gemm_job g) {
 #endif
     g.nth = nth;
     atomic_int ready[WHOLE_UNITS], finished;
+    atomic_init(&finished, 0);
+    g.finished = &finished;
     int whole = 0;
     const size_t own_b_all = (size_t)nth * own_b_floats(d, K); /* own_b's buffers */
     if (K > 0 && work >= SMALL_WORK) {
@@ -1752,9 +1766,7 @@ static void sgemm_run(gemm_job g) {
             g.apack = thread_buffer(0, asz);
             g.bpack = thread_buffer(1, g.own_b ? own_b_all : bsz);
             for (int u = 0; u < w.units; u++) atomic_init(&ready[u], 0);
-            atomic_init(&finished, 0);
             g.ready = ready;
-            g.finished = &finished;
         } else {
             const int kc = min_int(d->kc, K);
             /* own_b: the team packs all rows of A, slice by slice */
@@ -1780,7 +1792,7 @@ static void sgemm_run(gemm_job g) {
 #endif
         if (d->begin) d->begin();
         if (whole) gemm_whole(&g, team);
-        else gemm_loops(&g);
+        else gemm_loops(&g, team);
         if (d->end) d->end();
     }
 }
