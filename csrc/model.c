@@ -327,6 +327,23 @@ int gl_model_reserve(gl_model *m, int B, int T) {
 
 /* ---- forward --------------------------------------------------------------------------- */
 
+/* A layernorm: its weights, and where the forward pass keeps its output and statistics. */
+typedef struct {
+    float *out, *mean, *rstd;
+    const float *w, *b;
+} ln_site;
+
+/* The layernorm that reads block l's output (l = -1: the embedding's): block l + 1's ln_1, or
+ * ln_f after the last block. */
+static ln_site ln_after(gl_model *m, int l) {
+    if (l + 1 < m->cfg.n_layer) {
+        block_ptrs w = block_tensors(m, m->params, l + 1);
+        block_acts *a = &m->blocks[l + 1];
+        return (ln_site){a->ln1, a->ln1_mean, a->ln1_rstd, w.ln1w, w.ln1b};
+    }
+    return (ln_site){m->lnf, m->lnf_mean, m->lnf_rstd, m->params + m->lnfw, m->params + m->lnfb};
+}
+
 void gl_model_forward(gl_model *m, const int32_t *idx, int B, int T, int with_logits) {
     const int C = m->cfg.n_embd, NH = m->cfg.n_head, V = m->cfg.vocab_size;
     const int L = m->cfg.n_layer, N = B * T;
@@ -334,14 +351,8 @@ void gl_model_forward(gl_model *m, const int32_t *idx, int B, int T, int with_lo
     m->T = T;
     if (m->idx != idx) memcpy(m->idx, idx, (size_t)N * sizeof(int32_t));
     gl_embedding_forward(m->encoded, idx, m->params + m->wte, m->params + m->wpe, B, T, C);
-    const float *lnfw = m->params + m->lnfw, *lnfb = m->params + m->lnfb;
-    if (L > 0) {
-        block_ptrs w = block_tensors(m, m->params, 0);
-        block_acts *a = &m->blocks[0];
-        gl_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, m->encoded, w.ln1w, w.ln1b, N, C);
-    } else {
-        gl_layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, m->encoded, lnfw, lnfb, N, C);
-    }
+    ln_site ln = ln_after(m, -1);
+    gl_layernorm_forward(ln.out, ln.mean, ln.rstd, m->encoded, ln.w, ln.b, N, C);
     const float *x = m->encoded; /* (N,C) input of the current block; its ln1 is done */
     for (int l = 0; l < L; l++) {
         block_ptrs w = block_tensors(m, m->params, l);
@@ -354,16 +365,9 @@ void gl_model_forward(gl_model *m, const int32_t *idx, int B, int T, int with_lo
         gl_matmul_forward(a->fch, a->ln2, w.fcw, w.fcb, N, C, 4 * C);
         gl_gelu_forward(a->fch_gelu, a->fch, (size_t)N * 4 * C);
         gl_matmul_forward(m->scratch, a->fch_gelu, w.fcprojw, w.fcprojb, N, 4 * C, C);
-        /* res3 and the layernorm that reads it: the next block's ln1, or ln_f after the last */
-        if (l + 1 < L) {
-            block_ptrs wn = block_tensors(m, m->params, l + 1);
-            block_acts *an = &m->blocks[l + 1];
-            gl_residual_layernorm_forward(a->res3, an->ln1, an->ln1_mean, an->ln1_rstd, a->res2,
-                                          m->scratch, wn.ln1w, wn.ln1b, N, C);
-        } else {
-            gl_residual_layernorm_forward(a->res3, m->lnf, m->lnf_mean, m->lnf_rstd, a->res2,
-                                          m->scratch, lnfw, lnfb, N, C);
-        }
+        ln = ln_after(m, l); /* res3, and the layernorm that reads it */
+        gl_residual_layernorm_forward(a->res3, ln.out, ln.mean, ln.rstd, a->res2, m->scratch,
+                                      ln.w, ln.b, N, C);
         x = a->res3;
     }
     m->have_logits = with_logits;
@@ -574,15 +578,9 @@ static void decode_step(gl_model *m, kv_state *s, const int32_t *tok, const int 
     for (int b = 0; b < B; b++)
         for (int i = 0; i < C; i++)
             s->x[(size_t)b * C + i] = wte[(size_t)tok[b] * C + i] + wpe[(size_t)pos[b] * C + i];
-    const int L = m->cfg.n_layer;
-    const float *lnfw = m->params + m->lnfw, *lnfb = m->params + m->lnfb;
-    if (L > 0) {
-        block_ptrs w = block_tensors(m, m->params, 0);
-        gl_layernorm_forward(s->ln, s->mean, s->rstd, s->x, w.ln1w, w.ln1b, B, C);
-    } else {
-        gl_layernorm_forward(s->ln, s->mean, s->rstd, s->x, lnfw, lnfb, B, C);
-    }
-    for (int l = 0; l < L; l++) { /* s->ln holds the block's ln1 */
+    ln_site ln = ln_after(m, -1);
+    gl_layernorm_forward(s->ln, s->mean, s->rstd, s->x, ln.w, ln.b, B, C);
+    for (int l = 0; l < m->cfg.n_layer; l++) { /* s->ln holds the block's ln1 */
         block_ptrs w = block_tensors(m, m->params, l);
         gl_matmul_forward(s->qkv, s->ln, w.qkvw, w.qkvb, B, C, 3 * C);
         for (int b = 0; b < B; b++) {
@@ -596,10 +594,9 @@ static void decode_step(gl_model *m, kv_state *s, const int32_t *tok, const int 
         gl_matmul_forward(s->h, s->ln, w.fcw, w.fcb, B, C, 4 * C);
         gl_gelu_forward(s->hg, s->h, (size_t)B * 4 * C);
         gl_matmul_forward(s->tmp, s->hg, w.fcprojw, w.fcprojb, B, 4 * C, C);
-        const int last = l + 1 == L; /* the next layernorm: block l + 1's ln1, or ln_f */
-        const block_ptrs wn = block_tensors(m, m->params, last ? l : l + 1);
-        gl_residual_layernorm_forward(s->x, s->ln, s->mean, s->rstd, s->x, s->tmp,
-                                      last ? lnfw : wn.ln1w, last ? lnfb : wn.ln1b, B, C);
+        ln = ln_after(m, l);
+        gl_residual_layernorm_forward(s->x, s->ln, s->mean, s->rstd, s->x, s->tmp, ln.w, ln.b,
+                                      B, C);
     }
     gl_sgemm(0, 1, B, V, C, 1.0f, s->ln, C, wte, C, 0.0f, s->logits, V);
 }
